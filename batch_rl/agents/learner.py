@@ -1,0 +1,125 @@
+"""What every value-based agent shares: the state pytree, the optimizer factory, and
+the pure update fused over K sampled minibatches.
+
+An agent supplies `loss(params, target_params, batch, key) -> (loss, metrics)`; this
+module turns it into `train_steps(state, data, totals) -> (state, totals)`, one jit call
+that samples and updates K times (lax.scan, sampling inside) and sums the metrics on the
+device, so the host syncs once per iteration, not once per step.
+"""
+from typing import Any, Callable, Optional
+
+import flax
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+Metrics = dict[str, jax.Array]
+LossFn = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, Metrics]]
+SampleFn = Callable[[jax.Array, Any], Any]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; one pytree, checkpointed whole.
+
+  Attributes:
+    params: online network parameters.
+    target_params: target network parameters (a copy of params at init).
+    opt_state: optax state.
+    rng: PRNG key (uint32 [2]) for sampling and stochastic losses.
+    step: int32 scalar, gradient steps taken so far.
+  """
+
+  params: Any
+  target_params: Any
+  opt_state: Any
+  rng: jax.Array
+  step: jax.Array
+
+
+def init_train_state(params: Any, optimizer: optax.GradientTransformation,
+                     rng: jax.Array) -> TrainState:
+  """The target starts as an exact copy of the online parameters."""
+  return TrainState(params=params, target_params=jax.tree.map(jnp.copy, params),
+                    opt_state=optimizer.init(params), rng=rng,
+                    step=jnp.zeros((), jnp.int32))
+
+
+@gin.configurable
+def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float = 3.125e-4,
+                     b1: float = 0.9, b2: float = 0.999, decay: float = 0.95,
+                     centered: bool = False, max_grad_norm: Optional[float] = None
+                     ) -> optax.GradientTransformation:
+  """Optax optimizer by name, defaults of DQN (Adam) in batch_rl / Dopamine.
+
+  Args:
+    name: "adam", "rmsprop" or "sgd".
+    learning_rate: step size (5e-5 for offline DQN (Adam), 2.5e-4 for C51).
+    eps: epsilon of Adam / RMSProp (3.125e-4 = 0.01 / 32, Dopamine's).
+    b1, b2: Adam moment decays.
+    decay, centered: RMSProp settings.
+    max_grad_norm: clip gradients by global norm first, if set.
+  """
+  if name == "adam":
+    opt = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+  elif name == "rmsprop":
+    opt = optax.rmsprop(learning_rate, decay=decay, eps=eps, centered=centered)
+  elif name == "sgd":
+    opt = optax.sgd(learning_rate)
+  else:
+    raise ValueError(f"Unknown optimizer `create_optimizer.name` = {name!r}; "
+                     "expected 'adam', 'rmsprop' or 'sgd'.")
+  if max_grad_norm is not None:
+    opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
+  return opt
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    sample_fn: SampleFn, target_update_period: int):
+  """Pure `(state, data) -> (state, metrics)`: sample, one gradient step, target sync.
+
+  The target network is overwritten by the online parameters after every
+  `target_update_period`-th gradient step (optax.periodic_update, no host branch).
+  """
+
+  def train_step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
+    rng, sample_key, loss_key = jax.random.split(state.rng, 3)
+    batch = sample_fn(sample_key, data)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        state.params, state.target_params, batch, loss_key)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    target_params = optax.periodic_update(params, state.target_params, step,
+                                          target_update_period)
+    return TrainState(params, target_params, opt_state, rng, step), metrics
+
+  return train_step
+
+
+def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool = False):
+  """One jitted call running `num_steps` train steps with lax.scan.
+
+  Returns `train_steps(state, data, totals) -> (state, totals)` where `totals` is a dict
+  of float32 scalars (same keys as the step's metrics) to which the sum over the
+  `num_steps` steps is added. `unroll` is lax.scan's unroll: on XLA's CPU backend a
+  rolled scan over a conv-net update is several times slower than separate calls, so
+  the Runner picks K (and unroll) per backend (see benchmarks/throughput.py).
+  """
+
+  def train_steps(state, data, totals):
+    def body(carry, _):
+      return train_step(carry, data)
+
+    state, metrics = jax.lax.scan(body, state, None, length=num_steps, unroll=unroll)
+    totals = {k: totals[k] + jnp.sum(v, axis=0) for k, v in metrics.items()}
+    return state, totals
+
+  return jax.jit(train_steps, donate_argnums=(0, 2) if donate else ())
+
+
+def zero_metrics(train_step, state: TrainState, data: Any) -> Metrics:
+  """Zeros shaped like one step's metrics (traced abstractly, nothing runs)."""
+  _, shapes = jax.eval_shape(train_step, state, data)
+  return {k: jnp.zeros(v.shape, jnp.float32) for k, v in shapes.items()}

@@ -1,0 +1,63 @@
+"""Atomic checkpoints of the training state pytree, one file per completed iteration.
+
+A checkpoint is written to a temporary name and renamed into place, so a run killed at
+any moment leaves either the previous checkpoint or the new one, never half of one.
+Files: <checkpoint_dir>/ckpt_<iteration>.msgpack (flax msgpack serialization).
+"""
+import os
+import re
+from typing import Any, Optional
+
+import flax.serialization
+import jax
+import numpy as np
+
+from batch_rl.tf_utils import gfile
+
+_PATTERN = re.compile(r"^ckpt_(\d+)\.msgpack$")
+
+
+def _path(checkpoint_dir: str, iteration: int) -> str:
+  return os.path.join(checkpoint_dir, f"ckpt_{iteration:06d}.msgpack")
+
+
+def list_iterations(checkpoint_dir: str) -> list[int]:
+  """Iterations with a complete checkpoint, ascending."""
+  if not gfile().isdir(checkpoint_dir):
+    return []
+  found = (_PATTERN.match(name) for name in gfile().listdir(checkpoint_dir))
+  return sorted(int(m.group(1)) for m in found if m)
+
+
+def save(checkpoint_dir: str, iteration: int, tree: Any, keep: int = 2) -> str:
+  """Writes `tree` as the checkpoint of `iteration`; keeps the newest `keep` files."""
+  gfile().makedirs(checkpoint_dir)
+  payload = flax.serialization.to_bytes(
+      {"iteration": np.int64(iteration), "state": jax.device_get(tree)})
+  path = _path(checkpoint_dir, iteration)
+  tmp = path + ".tmp"
+  with gfile().GFile(tmp, "wb") as f:
+    f.write(payload)
+  gfile().rename(tmp, path, overwrite=True)
+  for old in list_iterations(checkpoint_dir)[:-keep]:
+    gfile().remove(_path(checkpoint_dir, old))
+  return path
+
+
+def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, Any]]:
+  """(iteration, tree) of the newest checkpoint, shaped like `template`; None if none."""
+  iterations = list_iterations(checkpoint_dir)
+  if not iterations:
+    return None
+  path = _path(checkpoint_dir, iterations[-1])
+  with gfile().GFile(path, "rb") as f:
+    payload = f.read()
+  try:
+    restored = flax.serialization.from_bytes(
+        {"iteration": np.int64(0), "state": jax.device_get(template)}, payload)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(
+        f"Checkpoint {path} does not match this run's agent state ({e}). It was written "
+        "by a different configuration: use a new --base_dir, or the gin config in "
+        f"{os.path.dirname(checkpoint_dir)}/config.gin.") from e
+  return int(restored["iteration"]), restored["state"]

@@ -1,0 +1,38 @@
+"""Gin parsing with messages that name the file or binding at fault."""
+import os
+from typing import Sequence
+
+import gin
+
+# Importing these modules registers every configurable a gin file may name.
+from batch_rl import networks  # pylint: disable=unused-import
+from batch_rl import quickstart  # pylint: disable=unused-import
+from batch_rl import run_experiment
+from batch_rl.agents import dqn  # pylint: disable=unused-import
+from batch_rl.agents import learner  # pylint: disable=unused-import
+from batch_rl.environments import factory  # pylint: disable=unused-import
+from batch_rl.replay import dqn_replay_format
+from batch_rl.replay import fixed_replay  # pylint: disable=unused-import
+
+ConfigError = run_experiment.ConfigError
+# Errors that are the user's input, reported as one message without a traceback.
+USER_ERRORS = (ConfigError, dqn_replay_format.ReplayFormatError, ValueError, FileNotFoundError)
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Parses gin files then bindings; raises ConfigError naming what is wrong."""
+  gin.clear_config()
+  for path in files:
+    if not os.path.isfile(path):
+      raise ConfigError(f"--gin_files={path}: no such file (working directory "
+                        f"{os.getcwd()}).")
+    try:
+      gin.parse_config_file(path)
+    except (ValueError, SyntaxError, KeyError, IOError) as e:
+      raise ConfigError(f"--gin_files={path}: {e}") from e
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except (ValueError, SyntaxError, KeyError) as e:
+      raise ConfigError(f"--gin_bindings=\"{binding}\": {e}") from e
+  gin.finalize()

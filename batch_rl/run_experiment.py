@@ -1,0 +1,240 @@
+"""The Runner: iterations of (train K-step chunks, diagnose, evaluate, log, checkpoint).
+
+Everything that can fail on user input (gin bindings, the replay directory, shapes that
+do not fit the network) fails while the Runner is constructed, before anything is
+written to base_dir. `run()` then creates base_dir, resumes from its last checkpoint if
+there is one, and writes one TensorBoard step per iteration.
+"""
+import logging
+import os
+import time
+from typing import Callable, Optional
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from batch_rl import checkpointing
+from batch_rl import diagnostics
+from batch_rl import summary_writer
+from batch_rl.agents import dqn
+from batch_rl.agents import learner
+from batch_rl.environments import evaluation
+from batch_rl.environments import factory
+from batch_rl.replay import fixed_replay
+from batch_rl.replay import sampler
+from batch_rl.tf_utils import gfile
+
+log = logging.getLogger("batch_rl")
+
+# Gradient steps fused into one jit call when `Runner.fused_steps` is None. XLA's CPU
+# backend runs a rolled lax.scan of a conv-net update slower than separate calls
+# (benchmarks/throughput.py), so CPU runs one step per call; accelerators fuse.
+DEFAULT_FUSED_STEPS = {"cpu": 1, "gpu": 250, "tpu": 250}
+
+
+class ConfigError(ValueError):
+  """A user-facing configuration problem, reported before training starts."""
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _seed_int(*entropy: int) -> int:
+  return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] % (2**31 - 1))
+
+
+@gin.configurable(denylist=["base_dir"])
+class FixedReplayRunner:
+  """Offline training on fixed DQN Replay data with online evaluation.
+
+  Args:
+    base_dir: this run's directory: TensorBoard events, config.gin, checkpoints/.
+    game: game name as in the dataset and the environment ("Pong"; "breakout" for
+      MinAtar).
+    domain: environment family, "atari" or "minatar".
+    agent_fn: agent constructor taking `num_actions` (gin: `@DQNAgent`).
+    replay_fn: loads the offline data (gin: `@load_fixed_replay`).
+    num_iterations: training iterations (200 in the IUP paper's offline Atari runs).
+    training_steps: gradient steps per iteration (62,500 = 250K env steps / 4).
+    evaluation_steps: agent steps of each evaluation phase (125,000).
+    eval_epsilon: epsilon of the epsilon-greedy evaluation policy.
+    num_eval_envs: environments stepped in lockstep during evaluation.
+    seed: seeds the network init, minibatch sampling, evaluation and (unless
+      data_seed is set) the choice of checkpoints and data subsample.
+    data_seed: seed of the data choice, if it should differ from `seed`.
+    diagnostics_batch_size: dataset transitions on which srank etc. are computed.
+    srank_delta: delta of srank_delta (0.01).
+    fused_steps: gradient steps per jit call (lax.scan); None = per-backend default.
+    scan_unroll: lax.scan unroll of the fused steps.
+    keep_checkpoints: how many iteration checkpoints to keep.
+  """
+
+  def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
+               agent_fn: Callable[..., dqn.DQNAgent] = dqn.DQNAgent,
+               replay_fn: Callable[..., fixed_replay.FixedReplay] = fixed_replay.load_fixed_replay,
+               num_iterations: int = 200, training_steps: int = 62_500,
+               evaluation_steps: int = 125_000, eval_epsilon: float = 0.001,
+               num_eval_envs: int = 1, seed: int = 0, data_seed: Optional[int] = None,
+               diagnostics_batch_size: int = 2048, srank_delta: float = 0.01,
+               fused_steps: Optional[int] = None, scan_unroll: int = 1,
+               keep_checkpoints: int = 2):
+    if not base_dir:
+      raise ConfigError("--base_dir is required: the directory this run writes to.")
+    for name, value in (("num_iterations", num_iterations), ("training_steps", training_steps),
+                        ("num_eval_envs", num_eval_envs)):
+      if value < 1:
+        raise ConfigError(f"`FixedReplayRunner.{name}` must be >= 1, got {value}.")
+    self.base_dir = base_dir
+    self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
+    self.env_name = f"{domain}:{game}"
+    self.num_iterations = num_iterations
+    self.training_steps = training_steps
+    self.evaluation_steps = evaluation_steps
+    self.eval_epsilon = eval_epsilon
+    self.num_eval_envs = num_eval_envs
+    self.seed = seed
+    self.keep_checkpoints = keep_checkpoints
+
+    probe_env = factory.create_environment(self.env_name, seed=seed)
+    self.agent = agent_fn(num_actions=probe_env.num_actions)
+    data_seed = seed if data_seed is None else data_seed
+    self.replay = replay_fn(game=game, seed=data_seed, stack_size=probe_env.stack_size,
+                            update_horizon=self.agent.update_horizon)
+    self._check_shapes(probe_env)
+    self._key = jax.random.PRNGKey(seed)
+    try:
+      self._initial_state = self.agent.init(jax.random.fold_in(self._key, 0),
+                                            self.replay.state_shape)
+    except ValueError as e:
+      raise ConfigError(
+          f"The network of {type(self.agent).__name__} does not take the states of "
+          f"{self.replay.replay_dir} (shape {self.replay.state_shape}): {e} Bind "
+          "`DQNAgent.network` to a network for this data.") from e
+
+    backend = jax.default_backend()
+    self.fused_steps = min(fused_steps or DEFAULT_FUSED_STEPS.get(backend, 1), training_steps)
+    self.scan_unroll = scan_unroll
+    self._data = jax.device_put(self.replay.arrays)
+    gamma, n, stack = self.agent.gamma, self.agent.update_horizon, self.replay.stack_size
+
+    def sample(key, data):
+      return sampler.sample_transitions(key, data, self.agent.batch_size, stack_size=stack,
+                                        update_horizon=n, gamma=gamma)
+
+    step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
+                                   self.agent.target_update_period)
+    donate = backend != "cpu"  # XLA:CPU cannot donate buffers; it would only warn.
+    num_calls, remainder = divmod(training_steps, self.fused_steps)
+    self._schedule = [(learner.make_train_steps(step, self.fused_steps, scan_unroll, donate),
+                       num_calls)]
+    if remainder:
+      self._schedule.append((learner.make_train_steps(step, remainder, scan_unroll, donate), 1))
+    self._zero_metrics = learner.zero_metrics(step, self._initial_state, self._data)
+
+    def diagnose(params, data, key):
+      batch = sampler.sample_transitions(key, data, diagnostics_batch_size, stack_size=stack,
+                                         update_horizon=n, gamma=gamma)
+      phi = self.agent.apply(params, batch.state).representation
+      phi_next = self.agent.apply(params, batch.next_state).representation
+      return diagnostics.feature_diagnostics(phi, phi_next, delta=srank_delta)
+
+    self._diagnose = jax.jit(diagnose)
+    self._act = jax.jit(self.agent.act)
+
+  def _check_shapes(self, env: factory.Environment) -> None:
+    if tuple(env.observation_shape) != tuple(self.replay.frame_shape):
+      raise ConfigError(
+          f"The frames in {self.replay.replay_dir} have shape {self.replay.frame_shape} but "
+          f"environment {self.env_name!r} produces {tuple(env.observation_shape)}. Check "
+          "`FixedReplayRunner.domain`/`game` against the data "
+          "(`load_fixed_replay.replay_dir`).")
+
+  # ---------------------------------------------------------------- phases
+  def _train(self, state):
+    totals = self._zero_metrics
+    for train_steps, calls in self._schedule:
+      for _ in range(calls):
+        state, totals = train_steps(state, self._data, totals)
+    totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
+    return state, {k: float(v) / self.training_steps for k, v in totals.items()}
+
+  def _evaluate(self, params, iteration: int) -> evaluation.EvalResult:
+    envs = [factory.create_environment(self.env_name,
+                                       seed=_seed_int(self.seed, 3, iteration, i))
+            for i in range(self.num_eval_envs)]
+    key = jax.random.fold_in(jax.random.fold_in(self._key, 2), iteration)
+    policy = lambda states, k: self._act(params, states, k, self.eval_epsilon)
+    return evaluation.evaluate(policy, envs, self.evaluation_steps, key)
+
+  def run_iteration(self, state, iteration: int):
+    """One iteration; returns (state, metrics with the iteration's TensorBoard scalars)."""
+    start = time.perf_counter()
+    state, metrics = self._train(state)
+    train_time = time.perf_counter() - start
+    metrics["Train/StepsPerSecond"] = self.training_steps / train_time
+    diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
+    metrics.update(jax.device_get(self._diagnose(state.params, self._data, diag_key)))
+    if self.evaluation_steps > 0:
+      metrics.update(self._evaluate(state.params, iteration).metrics())
+    return state, {k: float(v) for k, v in metrics.items()}
+
+  # ---------------------------------------------------------------- driver
+  def _compile(self, state):
+    start = time.perf_counter()
+    self._schedule = [(fn.lower(state, self._data, self._zero_metrics).compile(), calls)
+                      for fn, calls in self._schedule]
+    log.info("Compiled the training loop (%d fused steps per call) in %.1f s.",
+             self.fused_steps, time.perf_counter() - start)
+
+  def _write_config(self, writer) -> None:
+    config = gin.operative_config_str()
+    path = os.path.join(self.base_dir, "config.gin")
+    with gfile().GFile(path + ".tmp", "w") as f:
+      f.write(config)
+    gfile().rename(path + ".tmp", path, overwrite=True)
+    writer.text("Config/gin", "```\n" + config + "\n```")
+    writer.text("Config/data", self.replay.describe())
+
+  def run(self) -> dict[str, float]:
+    """Trains to `num_iterations`, resuming if base_dir holds a checkpoint.
+
+    Returns the metrics of the last iteration run (empty if already complete).
+    """
+    gfile().makedirs(self.base_dir)
+    restored = checkpointing.restore_latest(self.checkpoint_dir, self._initial_state)
+    start_iteration, state = (0, self._initial_state) if restored is None else (
+        restored[0] + 1, restored[1])
+    dropped = summary_writer.drop_events_after(self.base_dir, start_iteration - 1)
+    if dropped:
+      log.info("Removed %d TensorBoard events of iterations >= %d left by an interrupted run.",
+               dropped, start_iteration)
+    writer = summary_writer.SummaryWriter(self.base_dir)
+    if start_iteration == 0:
+      self._write_config(writer)
+    else:
+      log.info("Resuming %s from iteration %d.", self.base_dir, start_iteration)
+    log.info("Data: %s", self.replay.describe())
+    state = jax.device_put(state)
+    self._compile(state)
+    metrics, durations = {}, []
+    for iteration in range(start_iteration, self.num_iterations):
+      start = time.perf_counter()
+      state, metrics = self.run_iteration(state, iteration)
+      writer.scalars(iteration, metrics)
+      checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
+      durations.append(time.perf_counter() - start)
+      eta = np.mean(durations) * (self.num_iterations - iteration - 1)
+      log.info(
+          "iteration %d/%d | %.0f steps/s | loss %.4g | srank %d | return %.2f (%d episodes) "
+          "| %.1f s | ETA %s", iteration + 1, self.num_iterations,
+          metrics["Train/StepsPerSecond"], metrics["Train/Loss"], metrics["Rank/srank"],
+          metrics.get("Eval/AverageReturn", float("nan")),
+          metrics.get("Eval/NumEpisodes", 0), durations[-1], _format_duration(eta))
+    writer.close()
+    return metrics

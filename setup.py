@@ -1,0 +1,35 @@
+"""batch_rl: offline and online value-based agents for studying feature rank collapse."""
+import setuptools
+
+setuptools.setup(
+    name="batch_rl",
+    version="0.1.0",
+    description=(
+        "JAX/Flax Dopamine-style agents on the DQN Replay dataset for studying "
+        "implicit under-parameterization (srank), DR3 and implicit regularization."
+    ),
+    packages=setuptools.find_packages(include=["batch_rl", "batch_rl.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "numpy>=1.26",
+        "gin-config>=0.5",
+        "absl-py>=2.0",
+        # tf.summary writes the TensorBoard event files and tf.io.gfile reads gs:// paths.
+        # TensorFlow is kept off GPUs at import time (batch_rl/tf_utils.py); JAX owns them.
+        "tensorflow>=2.15",
+        "tensorboard>=2.15",  # not a dependency of TensorFlow since 2.20; tf.summary.text and the UI need it
+        # Reference implementation of the DQN Replay on-disk format (tests compare against it).
+        "dopamine-rl==4.1.2",
+        "ale-py>=0.9",
+        "gymnasium>=1.0",
+        "minatar>=1.0.15",
+        "opencv-python-headless>=4.8",
+    ],
+    extras_require={
+        "cuda": ["jax[cuda12]"],
+        "dev": ["pytest>=8", "pytest-xdist>=3"],
+    },
+)
