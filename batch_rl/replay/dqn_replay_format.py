@@ -1,0 +1,534 @@
+"""Reader and writer for the DQN Replay on-disk format (Dopamine replay checkpoints).
+
+Dopamine's ``OutOfGraphReplayBuffer.save(dir, N)`` writes, into
+``<root>/<Game>/<run>/replay_logs/``, one gzip-compressed ``.npy`` file per item:
+
+  ``$store$_observation_ckpt.N.gz``  uint8   [capacity, *observation_shape]
+  ``$store$_action_ckpt.N.gz``       int32   [capacity]
+  ``$store$_reward_ckpt.N.gz``       float32 [capacity]
+  ``$store$_terminal_ckpt.N.gz``     uint8   [capacity]
+  ``add_count_ckpt.N.gz``            int64   [] (transitions ever added, padding included)
+  ``invalid_range_ckpt.N.gz``        int64   [stack_size + update_horizon]
+
+Recent Dopamine also writes ``episode_end_indices_ckpt.N.gz``, a *pickle* of a Python
+set. It is never needed and never opened here: every file is parsed by our own ``.npy``
+header reader, which refuses object dtypes, so nothing is ever unpickled.
+
+Dtype policy when reading: an on-disk store array is accepted if its dtype casts to the
+canonical dtype above with ``np.can_cast(..., casting="safe")`` (e.g. a bool terminal, an
+int16 or big-endian int32 action); ``read_shard`` returns canonical dtypes. The
+observation must be exactly uint8, since it is streamed straight into a uint8 buffer.
+``add_count`` must be an integer scalar; ``invalid_range`` an integer vector, or a float
+vector of whole numbers (Dopamine's never-filled buffer saves ``np.zeros(stack_size)``,
+float64).
+
+Paths may be local or ``gs://``: all I/O goes through ``tf.io.gfile``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import re
+import uuid
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+STORE_KEYS = ("observation", "action", "reward", "terminal")
+_STORE_PREFIX = "$store$_"
+_REQUIRED_NAMES = tuple(_STORE_PREFIX + k for k in STORE_KEYS) + ("add_count", "invalid_range")
+_CANONICAL_DTYPES = {
+    "observation": np.dtype(np.uint8),
+    "action": np.dtype(np.int32),
+    "reward": np.dtype(np.float32),
+    "terminal": np.dtype(np.uint8),
+}
+_LAYOUT = (
+    "expected a Dopamine replay directory <root>/<Game>/<run>/replay_logs/ holding, for each "
+    "checkpoint suffix N, the files "
+    + ", ".join(f"{n}_ckpt.N.gz" for n in _REQUIRED_NAMES)
+)
+_FILE_RE = re.compile(r"^(?P<name>.+)_ckpt\.(?P<suffix>\d+)\.gz$")
+# Decompress in 1 MiB pieces: gzip's readinto() allocates a temporary bytes object of the
+# requested size (plus a copy inside BufferedReader), so the chunk bounds the overhead.
+_CHUNK = 1 << 20
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
+
+_TF = None
+
+
+def _tf():
+    """Imports TensorFlow lazily (slow import), keeping it off any GPU (JAX owns them)."""
+    global _TF
+    if _TF is None:
+        import tensorflow as tf
+
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # Devices already initialised by someone else; harmless.
+            pass
+        _TF = tf
+    return _TF
+
+
+class ReplayFormatError(ValueError):
+    """A replay directory or file does not follow the DQN Replay format."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: ndarray fields break ==.
+class ShardInfo:
+    """Metadata of one checkpoint, read from the ``.npy`` headers (store files are not decompressed).
+
+    Attributes:
+      replay_dir: the ``replay_logs`` directory.
+      suffix: checkpoint suffix N.
+      capacity: leading length C of every store array.
+      observation_shape: per-transition observation shape, e.g. (84, 84) or (10, 10, 4).
+      add_count: transitions ever added (zero padding included); may exceed capacity.
+      invalid_range: int64 [stack_size + update_horizon], read-only; indices around the
+        cursor that Dopamine never samples.
+      dtypes: on-disk dtype per STORE_KEYS entry (read_shard returns canonical dtypes).
+    """
+
+    replay_dir: str
+    suffix: int
+    capacity: int
+    observation_shape: tuple[int, ...]
+    add_count: int
+    invalid_range: np.ndarray
+    dtypes: dict[str, np.dtype]
+
+    @property
+    def cursor(self) -> int:
+        """Index the next transition would be written to: add_count % capacity."""
+        return self.add_count % self.capacity
+
+    @property
+    def is_full(self) -> bool:
+        """True once the circular buffer has wrapped (every index holds real data)."""
+        return self.add_count >= self.capacity
+
+
+class Shard(NamedTuple):
+    """One checkpoint's contents.
+
+    observation: uint8 [C, *observation_shape]; action: int32 [C]; reward: float32 [C];
+    terminal: uint8 [C]. Entries at index >= add_count (when not full) are stale leftovers.
+    """
+
+    info: ShardInfo
+    observation: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    terminal: np.ndarray
+
+
+def _filename(replay_dir: str, name: str, suffix: int) -> str:
+    # Dopamine's _generate_filename: os.path.join(dir, '{name}_ckpt.{suffix}.gz').
+    return os.path.join(replay_dir, f"{name}_ckpt.{suffix}.gz")
+
+
+def invalid_range(cursor: int, capacity: int, stack_size: int, update_horizon: int) -> np.ndarray:
+    """Dopamine's cursor-related invalid indices, as int64 [stack_size + update_horizon].
+
+    The update_horizon indices before the cursor lack a complete N-step future, and the
+    stack_size indices from the cursor on would stack frames of two different fill passes:
+    ``(cursor - update_horizon + i) % capacity for i in range(stack_size + update_horizon)``.
+    """
+    if not 0 <= cursor < capacity:
+        raise ValueError(f"cursor must be in [0, capacity={capacity}), got {cursor}")
+    i = np.arange(stack_size + update_horizon, dtype=np.int64)
+    return (cursor - update_horizon + i) % capacity
+
+
+_invalid_range = invalid_range  # write_shard's keyword argument shadows the name.
+
+
+# ----------------------------------------------------------------------------- listing
+
+
+def _check_dir(replay_dir: str) -> None:
+    if not _tf().io.gfile.isdir(replay_dir):
+        raise ReplayFormatError(f"Replay directory {replay_dir!r} does not exist; {_LAYOUT}.")
+
+
+def _files_by_suffix(replay_dir: str) -> dict[int, set[str]]:
+    """Maps each suffix to the set of required item names present for it."""
+    found: dict[int, set[str]] = {}
+    for entry in _tf().io.gfile.listdir(replay_dir):
+        m = _FILE_RE.match(entry.rstrip("/"))
+        if m:
+            names = found.setdefault(int(m["suffix"]), set())
+            if m["name"] in _REQUIRED_NAMES:
+                names.add(m["name"])
+    return found
+
+
+def _complete(found: dict[int, set[str]]) -> list[int]:
+    return sorted(s for s, names in found.items() if len(names) == len(_REQUIRED_NAMES))
+
+
+def list_suffixes(replay_dir: str) -> list[int]:
+    """Sorted checkpoint suffixes of ``replay_dir`` that have all six required files.
+
+    Raises ReplayFormatError if the directory does not exist or holds no complete checkpoint
+    (the message lists, for each incomplete suffix, the files found and missing).
+    """
+    _check_dir(replay_dir)
+    found = _files_by_suffix(replay_dir)
+    suffixes = _complete(found)
+    if suffixes:
+        return suffixes
+    if not found:
+        detail = "it holds no *_ckpt.N.gz file at all"
+    else:
+        detail = "; ".join(
+            f"suffix {s}: found {sorted(n + f'_ckpt.{s}.gz' for n in names)}, missing "
+            f"{[n + f'_ckpt.{s}.gz' for n in _REQUIRED_NAMES if n not in names]}"
+            for s, names in sorted(found.items())
+        )
+    raise ReplayFormatError(
+        f"Replay directory {replay_dir!r} has no complete checkpoint ({detail}); {_LAYOUT}."
+    )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class _NpyStream:
+    """Opens ``path`` (gzip of .npy) and parses its header; use as a context manager.
+
+    Every I/O or decompression failure surfaces as ReplayFormatError naming the path.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._gfile = None
+        self._gz = None
+
+    def __enter__(self) -> "_NpyStream":
+        tf = _tf()
+        try:
+            self._gfile = tf.io.gfile.GFile(self.path, "rb")
+            self._gz = gzip.GzipFile(fileobj=self._gfile, mode="rb")
+            version = np.lib.format.read_magic(self._gz)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(self._gz)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(self._gz)
+            else:
+                self._fail(f"unsupported .npy format version {version}; expected 1.0 or 2.0")
+        except ReplayFormatError:
+            self.__exit__(None, None, None)
+            raise
+        except tf.errors.NotFoundError:
+            self.__exit__(None, None, None)
+            self._fail("file not found")
+        except tf.errors.OpError as e:  # Permissions, gs:// transport errors, ...
+            self.__exit__(None, None, None)
+            self._fail(f"cannot be read ({type(e).__name__}: {e.message})")
+        except Exception as e:  # noqa: BLE001 - anything here means unreadable file.
+            self.__exit__(None, None, None)
+            self._fail(
+                f"not a gzip-compressed .npy file ({type(e).__name__}: {e}); a pickle here "
+                "(as Dopamine writes for episode_end_indices) is refused by design"
+            )
+        self.shape, fortran_order, self.dtype = header
+        if self.dtype.hasobject:
+            self.__exit__(None, None, None)
+            self._fail(f"holds an object array (dtype {self.dtype}), which needs unpickling; "
+                       "expected a plain numeric array saved with allow_pickle=False")
+        if fortran_order:
+            self.__exit__(None, None, None)
+            self._fail("holds a Fortran-ordered array; expected C order as np.save writes "
+                       "for Dopamine's C-contiguous buffers")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in (self._gz, self._gfile):
+            if f is not None:
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001 - closing a broken stream must not mask.
+                    pass
+        self._gz = self._gfile = None
+
+    def _fail(self, what: str):
+        raise ReplayFormatError(f"Replay file {self.path!r}: {what}.")
+
+    def read_into(self, out: np.ndarray) -> np.ndarray:
+        """Streams the payload into C-contiguous ``out`` (same dtype and shape as the header)."""
+        assert out.dtype == self.dtype and out.shape == self.shape and out.flags.c_contiguous
+        flat = out.reshape(-1).view(np.uint8)  # A view: reshape of a contiguous array.
+        pos = 0
+        tf = _tf()
+        try:
+            while pos < flat.size:
+                n = self._gz.readinto(flat[pos : pos + _CHUNK])
+                if not n:
+                    self._fail(f"payload ends after {pos} of {flat.size} bytes "
+                               f"(header says {self.dtype} {self.shape}); file is truncated")
+                pos += n
+            # Reading to the end makes gzip verify its CRC and length trailer.
+            if self._gz.read(1):
+                self._fail(f"has data after the {flat.size}-byte payload of {self.dtype} "
+                           f"{self.shape}; expected exactly one array")
+        except ReplayFormatError:
+            raise
+        except (*_GZIP_ERRORS, tf.errors.OpError) as e:
+            self._fail(f"is truncated or corrupt ({type(e).__name__}: {e}); expected a "
+                       f"complete gzip stream of a {self.dtype} {self.shape} .npy array")
+        return out
+
+    def read(self) -> np.ndarray:
+        return self.read_into(np.empty(self.shape, dtype=self.dtype))
+
+
+def _read_small(path: str) -> np.ndarray:
+    with _NpyStream(path) as s:
+        return s.read()
+
+
+def _check_store_dtype(path: str, key: str, dtype: np.dtype) -> None:
+    want = _CANONICAL_DTYPES[key]
+    ok = dtype == want if key == "observation" else np.can_cast(dtype, want, casting="safe")
+    if not ok:
+        rule = "exactly" if key == "observation" else "a dtype safely castable to"
+        raise ReplayFormatError(
+            f"Replay file {path!r}: {key} has dtype {dtype}; expected {rule} {want}."
+        )
+
+
+def read_shard_info(replay_dir: str, suffix: int) -> ShardInfo:
+    """Validates checkpoint ``suffix`` of ``replay_dir`` and returns its ShardInfo.
+
+    Reads only the headers of the four store files (the observation file is not
+    decompressed past its header) plus the tiny add_count and invalid_range arrays.
+    Raises ReplayFormatError naming the offending path for: a missing suffix (listing the
+    available ones) or file, an unparsable header, a wrong dtype, store arrays of
+    different leading lengths, or a malformed add_count / invalid_range.
+    """
+    _check_dir(replay_dir)
+    suffix = int(suffix)
+    found = _files_by_suffix(replay_dir)
+    names = found.get(suffix, set())
+    if not names:
+        raise ReplayFormatError(
+            f"Replay directory {replay_dir!r} has no checkpoint with suffix {suffix}; available "
+            f"complete suffixes: {_complete(found)}; {_LAYOUT}."
+        )
+    missing = [_filename(replay_dir, n, suffix) for n in _REQUIRED_NAMES if n not in names]
+    if missing:
+        raise ReplayFormatError(
+            f"Checkpoint {suffix} in {replay_dir!r} is incomplete: missing {missing}; available "
+            f"complete suffixes: {_complete(found)}; {_LAYOUT}."
+        )
+
+    shapes, dtypes = {}, {}
+    for key in STORE_KEYS:
+        path = _filename(replay_dir, _STORE_PREFIX + key, suffix)
+        with _NpyStream(path) as s:
+            shapes[key], dtypes[key] = s.shape, s.dtype
+        _check_store_dtype(path, key, s.dtype)
+        # Dopamine's defaults: scalar action/reward/terminal per transition.
+        if len(s.shape) < 1 or (key != "observation" and len(s.shape) != 1):
+            want = "[capacity, *observation_shape]" if key == "observation" else "[capacity]"
+            raise ReplayFormatError(
+                f"Replay file {path!r}: {key} has shape {s.shape}; expected {want}."
+            )
+    obs_path = _filename(replay_dir, _STORE_PREFIX + "observation", suffix)
+    capacity = shapes["observation"][0]
+    if capacity < 1:
+        raise ReplayFormatError(f"Replay file {obs_path!r}: capacity is 0; expected >= 1.")
+    for key in STORE_KEYS[1:]:
+        if shapes[key][0] != capacity:
+            path = _filename(replay_dir, _STORE_PREFIX + key, suffix)
+            raise ReplayFormatError(
+                f"Replay files {obs_path!r} and {path!r} disagree on the buffer capacity: "
+                f"{capacity} vs {shapes[key][0]} entries; expected all four store arrays to "
+                "have the same leading length."
+            )
+
+    path = _filename(replay_dir, "add_count", suffix)
+    add_count = _read_small(path)
+    if add_count.size != 1 or add_count.dtype.kind not in "iu" or int(add_count.ravel()[0]) < 0:
+        raise ReplayFormatError(
+            f"Replay file {path!r}: add_count is {add_count.dtype} {add_count.shape} = "
+            f"{add_count.ravel()[:4]}; expected a non-negative integer scalar."
+        )
+    path = _filename(replay_dir, "invalid_range", suffix)
+    inv = _read_small(path)
+    ok = inv.ndim == 1 and (
+        inv.dtype.kind in "iu"
+        or (inv.dtype.kind == "f" and np.all(np.isfinite(inv)) and np.all(inv == np.round(inv)))
+    )
+    if ok:
+        inv = inv.astype(np.int64)
+        ok = bool(np.all((inv >= 0) & (inv < capacity)))
+    if not ok:
+        raise ReplayFormatError(
+            f"Replay file {path!r}: invalid_range is {inv.dtype} {inv.shape}; expected a 1-D "
+            f"integer array of indices in [0, {capacity})."
+        )
+    inv.setflags(write=False)
+    return ShardInfo(
+        replay_dir=replay_dir,
+        suffix=suffix,
+        capacity=int(capacity),
+        observation_shape=tuple(int(d) for d in shapes["observation"][1:]),
+        add_count=int(add_count.ravel()[0]),
+        invalid_range=inv,
+        dtypes=dtypes,
+    )
+
+
+def _expect_header(s: _NpyStream, shape: tuple, dtype: np.dtype) -> None:
+    # The headers were validated by read_shard_info; a change means a concurrent rewrite.
+    if s.shape != shape or s.dtype != dtype:
+        s._fail(f"header changed while reading: now {s.dtype} {s.shape}, expected {dtype} {shape}")
+
+
+def read_shard(replay_dir: str, suffix: int, observation_out: np.ndarray | None = None) -> Shard:
+    """Reads checkpoint ``suffix`` of ``replay_dir`` with peak memory near the arrays' size.
+
+    The observation is decompressed chunk by chunk straight into ``observation_out`` (a
+    C-contiguous, writeable uint8 array of shape [capacity, *observation_shape], e.g. a
+    slice of a larger preallocated array) or into a fresh ``np.empty``; there is never a
+    second full copy. Returns a Shard with observation uint8 [C, *obs_shape] (the very
+    ``observation_out`` object when given), action int32 [C], reward float32 [C] and
+    terminal uint8 [C]. Raises ReplayFormatError naming the file on any format problem,
+    including truncated or corrupt gzip data.
+    """
+    info = read_shard_info(replay_dir, suffix)
+    obs_shape = (info.capacity, *info.observation_shape)
+    obs_path = _filename(replay_dir, _STORE_PREFIX + "observation", info.suffix)
+    if observation_out is None:
+        observation_out = np.empty(obs_shape, dtype=np.uint8)
+    else:
+        if not isinstance(observation_out, np.ndarray):
+            raise TypeError(f"observation_out must be a numpy array, got {type(observation_out)}")
+        if observation_out.dtype != np.uint8 or observation_out.shape != obs_shape:
+            raise ReplayFormatError(
+                f"Replay file {obs_path!r} holds uint8 {obs_shape}, but observation_out is "
+                f"{observation_out.dtype} {observation_out.shape}; expected them to match."
+            )
+        if not (observation_out.flags.c_contiguous and observation_out.flags.writeable):
+            raise ValueError("observation_out must be C-contiguous and writeable")
+    with _NpyStream(obs_path) as s:
+        _expect_header(s, obs_shape, info.dtypes["observation"])
+        s.read_into(observation_out)
+
+    arrays = {}
+    for key in STORE_KEYS[1:]:
+        with _NpyStream(_filename(replay_dir, _STORE_PREFIX + key, info.suffix)) as s:
+            _expect_header(s, (info.capacity,), info.dtypes[key])
+            arrays[key] = s.read().astype(_CANONICAL_DTYPES[key], copy=False)
+    return Shard(info, observation_out, arrays["action"], arrays["reward"], arrays["terminal"])
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _coerce(name: str, value, dtype: np.dtype) -> np.ndarray:
+    """Returns ``value`` as a C-contiguous ``dtype`` array, refusing lossy integer casts.
+
+    Accepted: safe casts; any integer array whose values fit ``dtype`` (e.g. int64
+    actions); float -> float32 rounding (as Dopamine's own store assignment does).
+    C order matters: np.save writes Fortran-ordered arrays with fortran_order=True.
+    """
+    a = np.asarray(value)
+    ok = np.can_cast(a.dtype, dtype, casting="safe")
+    if not ok and a.dtype.kind in "iu" and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        ok = a.size == 0 or (int(a.min()) >= info.min and int(a.max()) <= info.max)
+    if not ok and a.dtype.kind == "f" and dtype.kind == "f":
+        ok = True
+    if not ok:
+        raise ValueError(f"{name} of dtype {a.dtype} cannot be stored as {dtype} without loss")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def write_shard(
+    replay_dir: str,
+    suffix: int,
+    *,
+    observation,
+    action,
+    reward,
+    terminal,
+    add_count: int,
+    invalid_range: np.ndarray | None = None,
+    stack_size: int = 4,
+    update_horizon: int = 1,
+) -> None:
+    """Writes checkpoint ``suffix`` exactly as Dopamine's ``OutOfGraphReplayBuffer.save``.
+
+    Args:
+      observation: uint8 [C, *observation_shape] (bool also accepted).
+      action: integer [C], stored int32 (values must fit).
+      reward: float [C], stored float32.
+      terminal: integer/bool [C], stored uint8 (values must fit).
+      add_count: transitions ever added, >= 0; stored as an int64 scalar.
+      invalid_range: int64 [K], indices in [0, C); default is
+        ``invalid_range(add_count % C, C, stack_size, update_horizon)``.
+
+    Each file is gzip(np.save(..., allow_pickle=False)) written to a hidden temporary name in
+    ``replay_dir`` and renamed into place; ``add_count`` goes last, so a reader that finds it
+    sees a complete shard. An existing checkpoint with this suffix first loses its
+    ``add_count`` (marking it incomplete while it is rewritten) and any
+    ``episode_end_indices`` pickle (which would describe the old data). All inputs are
+    validated before anything is written; the directory is created if needed.
+    """
+    suffix = int(suffix)
+    obs = _coerce("observation", observation, _CANONICAL_DTYPES["observation"])
+    if obs.ndim < 1 or obs.shape[0] < 1:
+        raise ValueError(f"observation must be [capacity >= 1, ...], got shape {obs.shape}")
+    capacity = obs.shape[0]
+    arrays = {"observation": obs}
+    for key, value in (("action", action), ("reward", reward), ("terminal", terminal)):
+        a = _coerce(key, value, _CANONICAL_DTYPES[key])
+        if a.shape != (capacity,):
+            raise ValueError(
+                f"{key} has shape {a.shape}; expected ({capacity},) to match observation {obs.shape}"
+            )
+        arrays[key] = a
+    if isinstance(add_count, (bool, np.bool_)) or int(add_count) != add_count or add_count < 0:
+        raise ValueError(f"add_count must be a non-negative integer, got {add_count!r}")
+    add_count_arr = np.asarray(int(add_count), dtype=np.int64)  # What Dopamine's np.array(0) becomes.
+    if invalid_range is None:
+        inv = _invalid_range(int(add_count) % capacity, capacity, stack_size, update_horizon)
+    else:
+        inv = _coerce("invalid_range", invalid_range, np.dtype(np.int64))
+        if inv.ndim != 1 or np.any((inv < 0) | (inv >= capacity)):
+            raise ValueError(f"invalid_range must be 1-D indices in [0, {capacity}), got {inv}")
+
+    gfile = _tf().io.gfile
+    gfile.makedirs(replay_dir)
+    for name in ("add_count", "episode_end_indices"):
+        stale = _filename(replay_dir, name, suffix)
+        if gfile.exists(stale):
+            gfile.remove(stale)
+    items = [(_STORE_PREFIX + k, arrays[k]) for k in STORE_KEYS]
+    items += [("invalid_range", inv), ("add_count", add_count_arr)]
+    for name, array in items:
+        _atomic_save(_filename(replay_dir, name, suffix), array)
+
+
+def _atomic_save(path: str, array: np.ndarray) -> None:
+    gfile = _tf().io.gfile
+    directory, base = os.path.split(path)
+    tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex}")
+    try:
+        with gfile.GFile(tmp, "wb") as f:
+            # filename= puts the final name (not the temp one) in the gzip header, as
+            # Dopamine's files have; GzipFile defaults to compresslevel 9 like Dopamine.
+            with gzip.GzipFile(filename=base[: -len(".gz")], fileobj=f, mode="wb") as gz:
+                np.save(gz, array, allow_pickle=False)
+        gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if gfile.exists(tmp):
+            gfile.remove(tmp)
+        raise
