@@ -24,7 +24,8 @@ from batch_rl.replay.replay_logger import ReplayLogger
 
 log = logging.getLogger("batch_rl")
 
-# MinAtar Breakout channels and minimal actions (no-op, left, right).
+# MinAtar Breakout channels and its minimal actions (no-op, left, right); the
+# quickstart binds `MinAtarEnvironment.minimal_action_set = True` to match.
 _PADDLE, _BALL, _TRAIL = 0, 1, 2
 _NOOP, _LEFT, _RIGHT = 0, 1, 2
 
@@ -88,7 +89,7 @@ def quickstart_dataset(num_checkpoints: int = 2, capacity: int = 25_000, seed: i
 def log_behaviour_policy(replay_dir: str, num_checkpoints: int, capacity: int,
                          seed: int) -> None:
   """Plays MinAtar Breakout with the behaviour policy until the shards are written."""
-  env = MinAtarEnvironment("breakout", seed=seed)
+  env = MinAtarEnvironment("breakout", seed=seed, minimal_action_set=True)
   logger = ReplayLogger(replay_dir, env.observation_shape, capacity,
                         stack_size=env.stack_size)
   rng = np.random.default_rng(seed)
