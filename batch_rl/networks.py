@@ -1,0 +1,198 @@
+"""Q-networks that also return their penultimate-layer features.
+
+Every network returns a `QNetworkOutput` holding the Q-values and the
+*representation* Phi(s): the post-activation output of the last hidden layer,
+i.e. the feature matrix whose effective rank (srank) Kumar et al. (2021)
+"Implicit under-parameterization" track, and whose dot products DR3 (Kumar et
+al. 2022) regularizes. The Q-values are a linear function of it:
+`q_values = representation @ W + b` with (W, b) the parameters of the last
+Dense layer.
+
+Parameter trees use Flax's automatic names (Conv_0, Conv_1, Conv_2, Dense_0,
+Dense_1), the same names as Dopamine's JAX `NatureDQNNetwork`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+
+
+class QNetworkOutput(NamedTuple):
+  """Output of the Q-networks in this module.
+
+  Attributes:
+    q_values: [B, num_actions] float32.
+    representation: [B, D] float32, the penultimate layer after its
+      activation (D = hidden_units); the Phi of the papers.
+  """
+
+  q_values: jax.Array
+  representation: jax.Array
+
+
+# Activation applied after every hidden layer, selected by name so that gin
+# configs stay plain strings.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "tanh": nn.tanh,
+    "elu": nn.elu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "swish": nn.swish,
+    "leaky_relu": nn.leaky_relu,  # negative_slope 0.01
+    "sigmoid": nn.sigmoid,
+    "softplus": nn.softplus,
+    "selu": nn.selu,
+    "celu": nn.celu,
+    "relu6": nn.relu6,
+    "identity": lambda x: x,  # linear network, for ablations
+}
+
+_PADDINGS = ("SAME", "VALID")
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """Looks up an activation by name; ValueError listing valid names if unknown."""
+  try:
+    return ACTIVATIONS[name]
+  except (KeyError, TypeError):
+    raise ValueError(
+        f"Unknown activation {name!r}; valid names are {sorted(ACTIVATIONS)}."
+    ) from None
+
+
+def num_parameters(params) -> int:
+  """Total number of scalars in a pytree of arrays (params or a variables dict).
+
+  Works on concrete arrays and on `jax.ShapeDtypeStruct`s (from
+  `jax.eval_shape`), so it can count without allocating.
+  """
+  total = 0
+  for leaf in jax.tree_util.tree_leaves(params):
+    size = 1
+    for dim in leaf.shape:
+      size *= int(dim)
+    total += size
+  return total
+
+
+def _shape_error(network: str, expected: str, shape) -> ValueError:
+  return ValueError(
+      f"observation shape {tuple(shape)} does not fit {network} which takes "
+      f"{expected}"
+  )
+
+
+@gin.configurable
+class NatureDQNNetwork(nn.Module):
+  """The Nature DQN network (Mnih et al. 2015), Dopamine JAX flavour.
+
+  conv 32 8x8/4 -> conv 64 4x4/2 -> conv 64 3x3/1 -> flatten
+  -> Dense(hidden_units) [= representation] -> Dense(num_actions),
+  with `activation` after every hidden layer and Xavier-uniform kernels, zero
+  biases, as in `dopamine/jax/networks.py`.
+
+  Attributes:
+    num_actions: number of Q-value outputs.
+    padding: "SAME" (Dopamine's JAX default: torso output 11x11x64 = 7744
+      features, ~4.05M parameters with 6 actions) or "VALID" (Nature paper:
+      7x7x64 = 3136, ~1.69M parameters).
+    hidden_units: width D of the representation layer.
+    activation: key of `ACTIVATIONS`.
+  """
+
+  num_actions: int
+  padding: str = "SAME"
+  hidden_units: int = 512
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> QNetworkOutput:
+    """Args: x: [B, 84, 84, 4] raw pixels (uint8, or any dtype holding 0..255).
+
+    Returns: QNetworkOutput with q_values [B, num_actions] and representation
+    [B, hidden_units], both float32.
+    """
+    if x.ndim != 4 or tuple(x.shape[1:]) != (84, 84, 4):
+      raise _shape_error(type(self).__name__, "[B, 84, 84, 4]", x.shape)
+    if self.padding not in _PADDINGS:
+      raise ValueError(
+          f"{type(self).__name__}: padding must be one of {_PADDINGS}, got "
+          f"{self.padding!r}"
+      )
+    act = get_activation(self.activation)
+    init = nn.initializers.xavier_uniform()
+    # Always rescale (whatever the dtype), as Dopamine's preprocess_atari_inputs.
+    x = x.astype(jnp.float32) / 255.0
+    for features, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+      x = nn.Conv(
+          features=features,
+          kernel_size=(kernel, kernel),
+          strides=(stride, stride),
+          padding=self.padding,
+          kernel_init=init,
+      )(x)
+      x = act(x)
+    x = x.reshape((x.shape[0], -1))  # row-major (H, W, C) flatten per example
+    phi = act(nn.Dense(features=self.hidden_units, kernel_init=init)(x))
+    q = nn.Dense(features=self.num_actions, kernel_init=init)(phi)
+    return QNetworkOutput(q_values=q, representation=phi)
+
+
+@gin.configurable
+class MinAtarDQNNetwork(nn.Module):
+  """The MinAtar network (Young & Tian 2019).
+
+  conv `conv_features` 3x3/1 VALID -> flatten -> Dense(hidden_units)
+  [= representation] -> Dense(num_actions), `activation` after every hidden
+  layer. Kernels are Xavier-uniform with zero biases (as the Atari network;
+  the MinAtar paper used PyTorch's default init).
+
+  Attributes:
+    num_actions: number of Q-value outputs.
+    conv_features: channels of the convolution.
+    hidden_units: width D of the representation layer.
+    activation: key of `ACTIVATIONS`.
+  """
+
+  num_actions: int
+  conv_features: int = 16
+  hidden_units: int = 128
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> QNetworkOutput:
+    """Args: x: [B, 10, 10, C] or [B, 10, 10, C, S] (S stacked frames), 0/1
+    valued (bool, uint8 or float). A stacked input is merged to
+    [B, 10, 10, C * S] (channel-major, frame-minor). No /255: the values are
+    already 0/1.
+
+    Returns: QNetworkOutput with q_values [B, num_actions] and representation
+    [B, hidden_units], both float32.
+    """
+    if x.ndim not in (4, 5) or tuple(x.shape[1:3]) != (10, 10):
+      raise _shape_error(
+          type(self).__name__, "[B, 10, 10, C] or [B, 10, 10, C, S]", x.shape
+      )
+    act = get_activation(self.activation)
+    init = nn.initializers.xavier_uniform()
+    x = x.astype(jnp.float32)
+    if x.ndim == 5:
+      x = x.reshape(x.shape[:3] + (x.shape[3] * x.shape[4],))
+    x = nn.Conv(
+        features=self.conv_features,
+        kernel_size=(3, 3),
+        strides=(1, 1),
+        padding="VALID",
+        kernel_init=init,
+    )(x)
+    x = act(x)
+    x = x.reshape((x.shape[0], -1))
+    phi = act(nn.Dense(features=self.hidden_units, kernel_init=init)(x))
+    q = nn.Dense(features=self.num_actions, kernel_init=init)(phi)
+    return QNetworkOutput(q_values=q, representation=phi)
