@@ -171,6 +171,16 @@ def _complete(found: dict[int, set[str]]) -> list[int]:
     return sorted(s for s, names in found.items() if len(names) == len(_REQUIRED_NAMES))
 
 
+def incomplete_suffixes(replay_dir: str) -> dict[int, list[str]]:
+    """Suffixes that have some of the six required files but not all: {suffix: missing paths}."""
+    _check_dir(replay_dir)
+    return {
+        s: [_filename(replay_dir, n, s) for n in _REQUIRED_NAMES if n not in names]
+        for s, names in sorted(_files_by_suffix(replay_dir).items())
+        if len(names) < len(_REQUIRED_NAMES)
+    }
+
+
 def list_suffixes(replay_dir: str) -> list[int]:
     """Sorted checkpoint suffixes of ``replay_dir`` that have all six required files.
 

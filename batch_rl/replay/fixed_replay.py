@@ -148,6 +148,15 @@ def load_fixed_replay(
     raise ValueError(f"`load_fixed_replay.data_fraction` must be in (0, 1], got {data_fraction}.")
   replay_dir = resolve_replay_dir(replay_dir, data_root, game, run)
   available = fmt.list_suffixes(replay_dir)
+  incomplete = fmt.incomplete_suffixes(replay_dir)
+  if incomplete and suffixes is None:
+    # Silently training on fewer checkpoints than the folder holds would change the
+    # experiment; an explicit suffix list is the way to leave some out.
+    raise fmt.ReplayFormatError(
+        f"Incomplete checkpoint(s) in {replay_dir}: " + "; ".join(
+            f"suffix {s} is missing {missing}" for s, missing in incomplete.items()) +
+        f". Complete checkpoints: {available}. Restore the files, or choose checkpoints "
+        "with `load_fixed_replay.suffixes`.")
   chosen = choose_suffixes(available, suffixes, num_checkpoints, seed, replay_dir)
   infos = [fmt.read_shard_info(replay_dir, s) for s in chosen]
   first = infos[0]
