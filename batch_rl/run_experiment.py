@@ -5,6 +5,7 @@ do not fit the network) fails while the Runner is constructed, before anything i
 written to base_dir. `run()` then creates base_dir, resumes from its last checkpoint if
 there is one, and writes one TensorBoard step per iteration.
 """
+import dataclasses
 import logging
 import os
 import time
@@ -120,7 +121,10 @@ class FixedReplayRunner:
     backend = jax.default_backend()
     self.fused_steps = min(fused_steps or DEFAULT_FUSED_STEPS.get(backend, 1), training_steps)
     self.scan_unroll = scan_unroll
-    self._data = jax.device_put(self.replay.arrays)
+    # On CPU the device arrays alias the (aligned) host arrays; elsewhere dropping the
+    # host copy here frees it, so the data is held once either way.
+    self.replay = dataclasses.replace(self.replay, arrays=jax.device_put(self.replay.arrays))
+    self._data = self.replay.arrays
     gamma, n, stack = self.agent.gamma, self.agent.update_horizon, self.replay.stack_size
 
     def sample(key, data):

@@ -59,3 +59,21 @@ def drop_events_after(logdir: str, last_step: int) -> int:
       gfile().rename(tmp, path, overwrite=True)
       dropped += drop
   return dropped
+
+
+def read_scalars(logdir: str) -> dict[str, dict[int, list[float]]]:
+  """{tag: {step: [values]}} of the scalars in `logdir`'s event files.
+
+  Values are lists so that a duplicated step stays visible. The analysis library
+  (analysis/) reads whole sweeps; this is the small reader for one run.
+  """
+  tf = tensorflow()
+  out: dict[str, dict[int, list[float]]] = {}
+  for path in event_files(logdir):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "scalars":
+          out.setdefault(value.tag, {}).setdefault(event.step, []).append(
+              float(tf.make_ndarray(value.tensor)))
+  return out

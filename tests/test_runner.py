@@ -16,7 +16,6 @@ from batch_rl import checkpointing
 from batch_rl import config as config_lib
 from batch_rl import quickstart
 from batch_rl import summary_writer
-from batch_rl.tf_utils import tensorflow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED_TAGS = {"Eval/AverageReturn", "Eval/NumEpisodes", "Rank/srank", "Rank/sigma_max",
@@ -54,20 +53,6 @@ def clear_gin():
   gin.clear_config()
 
 
-def read_scalars(logdir):
-  """{tag: {step: [values]}} from every event file in logdir (lists expose duplicates)."""
-  tf = tensorflow()
-  out = {}
-  for path in summary_writer.event_files(logdir):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == "scalars":
-          out.setdefault(value.tag, {}).setdefault(event.step, []).append(
-              float(tf.make_ndarray(value.tensor)))
-  return out
-
-
 def run(base_dir, bindings):
   from batch_rl import run_experiment
   config_lib.parse_gin([], bindings)
@@ -76,7 +61,7 @@ def run(base_dir, bindings):
 
 def test_every_iteration_logs_every_tag_once_and_checkpoints(tmp_path, replay_dir):
   run(tmp_path / "run", small_bindings(replay_dir, num_iterations=2))
-  scalars = read_scalars(tmp_path / "run")
+  scalars = summary_writer.read_scalars(str(tmp_path / "run"))
   assert REQUIRED_TAGS <= set(scalars)
   for tag in REQUIRED_TAGS:
     assert {s: len(v) for s, v in scalars[tag].items()} == {0: 1, 1: 1}, tag
@@ -91,7 +76,7 @@ def test_same_seed_same_losses_and_srank(tmp_path, replay_dir):
   run(tmp_path / "a", small_bindings(replay_dir, seed=3))
   run(tmp_path / "b", small_bindings(replay_dir, seed=3))
   run(tmp_path / "c", small_bindings(replay_dir, seed=4))
-  a, b, c = (read_scalars(tmp_path / x) for x in "abc")
+  a, b, c = (summary_writer.read_scalars(str(tmp_path / x)) for x in "abc")
   for tag in ("Train/Loss", "Train/QData", "Rank/srank", "Rank/sigma_max",
               "Eval/AverageReturn"):
     assert a[tag] == b[tag], tag
@@ -103,7 +88,8 @@ def test_resume_continues_as_if_never_interrupted(tmp_path, replay_dir):
   # Interrupted run: 2 iterations, then the same command with the full budget.
   run(tmp_path / "resumed", small_bindings(replay_dir, num_iterations=2))
   run(tmp_path / "resumed", small_bindings(replay_dir, num_iterations=4))
-  whole, resumed = read_scalars(tmp_path / "whole"), read_scalars(tmp_path / "resumed")
+  whole = summary_writer.read_scalars(str(tmp_path / "whole"))
+  resumed = summary_writer.read_scalars(str(tmp_path / "resumed"))
   for tag in ("Train/Loss", "Rank/srank", "Features/norm", "Eval/AverageReturn"):
     assert resumed[tag] == whole[tag], tag  # same values, each step exactly once
 
@@ -114,7 +100,7 @@ def test_events_past_the_last_checkpoint_are_dropped_on_resume(tmp_path, replay_
   # A run killed after logging iteration 2 but before checkpointing it.
   os.remove(os.path.join(base, "checkpoints", "ckpt_000002.msgpack"))
   run(base, small_bindings(replay_dir, num_iterations=3))
-  scalars = read_scalars(base)
+  scalars = summary_writer.read_scalars(str(base))
   assert {s: len(v) for s, v in scalars["Train/Loss"].items()} == {0: 1, 1: 1, 2: 1}
 
 

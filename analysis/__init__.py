@@ -1,0 +1,1 @@
+"""Reading TensorBoard logs of batch_rl runs and drawing the papers' figures."""
