@@ -56,7 +56,8 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
   Args:
     name: "adam", "rmsprop" or "sgd".
     learning_rate: step size (5e-5 for offline DQN (Adam), 2.5e-4 for C51).
-    eps: epsilon of Adam / RMSProp (3.125e-4 = 0.01 / 32, Dopamine's).
+    eps: epsilon of Adam (outside the square root; 3.125e-4 = 0.01 / 32, Dopamine's)
+      and of RMSProp (inside it, as optax and TF1's RMSPropOptimizer).
     b1, b2: Adam moment decays.
     decay, centered: RMSProp settings.
     max_grad_norm: clip gradients by global norm first, if set.
