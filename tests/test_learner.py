@@ -16,6 +16,7 @@ from batch_rl import networks
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.replay import sampler
+from tests import helpers
 
 NUM_ACTIONS = 3
 STATE_SHAPE = (10, 10, 4, 1)
@@ -52,19 +53,7 @@ def make_agent(**kwargs):
 
 
 def random_params(agent, seed):
-  """Random network parameters filled from numpy (compiling Flax's threefry Xavier init
-  costs seconds on CPU; only test_seeds uses agent.init)."""
-  shapes = jax.eval_shape(agent.network.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1,) + STATE_SHAPE, jnp.uint8))
-  rng = np.random.default_rng(seed)
-
-  def fill(leaf):
-    if len(leaf.shape) == 1:
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
-    return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), jnp.float32)
-
-  return jax.tree.map(fill, shapes)
+  return helpers.random_params(agent, seed, STATE_SHAPE)
 
 
 def initial_state(agent, seed=0):

@@ -16,6 +16,7 @@ from batch_rl import networks
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.replay import sampler
+from tests import helpers
 
 NUM_ACTIONS = 3
 STATE_SHAPE = (10, 10, 4, 1)  # MinAtar frame [10, 10, 4], stack size 1
@@ -204,22 +205,7 @@ def _minatar_agent(**kwargs):
 
 
 def random_params(agent, seed):
-  """Random MinAtar-net parameters (kernels ~ U(+-sqrt(3 / fan_in)), biases ~ 0.1 N(0, 1)).
-
-  Filled from numpy on the network's parameter shapes: compiling the Xavier init with the
-  threefry PRNG takes seconds on CPU, and these tests need Q-values, not Flax's init.
-  """
-  shapes = jax.eval_shape(agent.network.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1,) + STATE_SHAPE, jnp.uint8))
-  rng = np.random.default_rng(seed)
-
-  def fill(leaf):
-    if len(leaf.shape) == 1:
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
-    return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), jnp.float32)
-
-  return jax.tree.map(fill, shapes)
+  return helpers.random_params(agent, seed, STATE_SHAPE)
 
 
 @functools.lru_cache(maxsize=None)
