@@ -143,6 +143,7 @@ def corrupt_copy(replay_dir, tmp_path, how):
     ("truncated", "$store$_observation_ckpt.0.gz"),
     ("unknown_binding", "FixedReplayRunner.not_a_parameter"),
     ("atari_env", "(10, 10, 4)"),
+    ("atari_network", "does not fit NatureDQNNetwork"),
 ])
 def test_bad_input_fails_before_writing(tmp_path, replay_dir, case, expected):
   bindings = small_bindings(replay_dir, num_iterations=1)
@@ -154,6 +155,8 @@ def test_bad_input_fails_before_writing(tmp_path, replay_dir, case, expected):
     bindings[0] = f"load_fixed_replay.replay_dir = '{corrupt_copy(replay_dir, tmp_path, case)}'"
   elif case == "unknown_binding":
     bindings.append("FixedReplayRunner.not_a_parameter = 3")
+  elif case == "atari_network":
+    bindings.append("DQNAgent.network = @NatureDQNNetwork")
   elif case == "atari_env":
     bindings[1:3] = ["FixedReplayRunner.game = 'Pong'", "FixedReplayRunner.domain = 'atari'"]
   base = tmp_path / "never"

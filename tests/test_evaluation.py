@@ -1,0 +1,100 @@
+"""Evaluation protocol (Dopamine's _run_one_phase) on scripted environments."""
+import jax
+import numpy as np
+
+from batch_rl.environments import evaluation
+
+
+class ScriptedEnv:
+  """Episodes of given lengths; reward 1 per step; frame = [episode index, step]."""
+
+  observation_shape = (2,)
+  stack_size = 3
+  num_actions = 2
+
+  def __init__(self, lengths, truncate_at=None):
+    self.lengths = list(lengths)
+    self.truncate_at = truncate_at
+    self.episode = -1
+    self.t = 0
+    self.seen_states = []
+    self.steps_taken = 0
+
+  def reset(self):
+    self.episode += 1
+    self.t = 0
+    return np.array([self.episode + 1, 0], np.uint8)
+
+  def step(self, action):
+    del action
+    self.t += 1
+    self.steps_taken += 1
+    length = self.lengths[self.episode % len(self.lengths)]
+    terminal = self.t >= length
+    truncated = self.truncate_at is not None and self.t >= self.truncate_at and not terminal
+    return np.array([self.episode + 1, self.t], np.uint8), 1.0, terminal, truncated
+
+
+def recording_policy(envs):
+  def policy(states, key):
+    del key
+    for env, state in zip(envs, states):
+      env.seen_states.append(state.copy())
+    return np.zeros(len(states), np.int32)
+  return policy
+
+
+def test_single_env_is_dopamines_loop():
+  # Budget 12: episodes of 5, 5 (10 steps) then a third of 5 played to its end.
+  env = ScriptedEnv([5])
+  result = evaluation.evaluate(recording_policy([env]), [env], 12, jax.random.PRNGKey(0))
+  assert result.episode_lengths == (5, 5, 5)
+  assert result.num_steps == 15
+  assert result.average_return == 5.0
+  assert result.metrics() == {"Eval/AverageReturn": 5.0, "Eval/NumEpisodes": 3.0}
+
+
+def test_budget_reached_exactly_at_episode_end_stops():
+  env = ScriptedEnv([4, 6])
+  result = evaluation.evaluate(recording_policy([env]), [env], 10, jax.random.PRNGKey(0))
+  assert result.episode_lengths == (4, 6) and result.num_steps == 10
+
+
+def test_truncated_episodes_count_as_complete():
+  env = ScriptedEnv([100], truncate_at=7)
+  result = evaluation.evaluate(recording_policy([env]), [env], 10, jax.random.PRNGKey(0))
+  assert result.episode_lengths == (7, 7)
+
+
+def test_states_are_zero_padded_frame_stacks_reset_each_episode():
+  env = ScriptedEnv([3])
+  evaluation.evaluate(recording_policy([env]), [env], 6, jax.random.PRNGKey(0))
+  states = np.array(env.seen_states)  # [steps, 2, stack 3]
+  # Episode 1: [0, 0, f0], [0, f0, f1], [f0, f1, f2]; then a fresh zero-padded stack.
+  np.testing.assert_array_equal(states[0], [[0, 0, 1], [0, 0, 0]])
+  np.testing.assert_array_equal(states[1], [[0, 1, 1], [0, 0, 1]])
+  np.testing.assert_array_equal(states[2], [[1, 1, 1], [0, 1, 2]])
+  np.testing.assert_array_equal(states[3], [[0, 0, 2], [0, 0, 0]])
+
+
+def test_lockstep_envs_finish_open_episodes_and_start_none_after_budget():
+  envs = [ScriptedEnv([3]), ScriptedEnv([5])]
+  result = evaluation.evaluate(recording_policy(envs), envs, 8, jax.random.PRNGKey(0))
+  # Steps 1-3: env0 ends ep (6 steps total), restarts; steps 4-5: env1 ends at 10 >= 8,
+  # stops; env0's second episode ends at its step 6 (total 11) and stops.
+  assert sorted(result.episode_lengths) == [3, 3, 5]
+  assert result.num_steps == 11
+  assert [env.steps_taken for env in envs] == [6, 5]
+
+
+def test_policy_keys_differ_between_steps():
+  keys = []
+  env = ScriptedEnv([4])
+
+  def policy(states, key):
+    keys.append(np.asarray(jax.random.key_data(key) if jax.dtypes.issubdtype(
+        key.dtype, jax.dtypes.prng_key) else key))
+    return np.zeros(len(states), np.int32)
+
+  evaluation.evaluate(policy, [env], 4, jax.random.PRNGKey(0))
+  assert len({k.tobytes() for k in keys}) == 4
