@@ -106,10 +106,17 @@ def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool =
   of float32 scalars (same keys as the step's metrics) to which the sum over the
   `num_steps` steps is added. `unroll` is lax.scan's unroll: on XLA's CPU backend a
   rolled scan over a conv-net update is several times slower than separate calls, so
-  the Runner picks K (and unroll) per backend (see benchmarks/throughput.py).
+  the Runner picks K (and unroll) per backend (see benchmarks/throughput.py);
+  num_steps == 1 calls the step without a scan.
   """
 
   def train_steps(state, data, totals):
+    if num_steps == 1:
+      # Even a length-1 scan runs the Nature-DQN update ~6x slower on XLA:CPU
+      # (benchmarks/throughput.py), so one step is called plainly.
+      state, metrics = train_step(state, data)
+      return state, {k: totals[k] + v for k, v in metrics.items()}
+
     def body(carry, _):
       return train_step(carry, data)
 
