@@ -15,6 +15,7 @@ from batch_rl.replay import dqn_replay_format
 from batch_rl.replay import fixed_replay  # pylint: disable=unused-import
 
 ConfigError = run_experiment.ConfigError
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Errors that are the user's input, reported as one message without a traceback.
 USER_ERRORS = (ConfigError, dqn_replay_format.ReplayFormatError, ValueError, FileNotFoundError)
 
@@ -22,6 +23,14 @@ USER_ERRORS = (ConfigError, dqn_replay_format.ReplayFormatError, ValueError, Fil
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
   """Parses gin files then bindings; raises ConfigError naming what is wrong."""
   gin.clear_config()
+  # Includes such as `include 'gin_configs/offline/dqn.gin'` resolve against the
+  # repository root, from any working directory.
+  # The root goes first: gin logs an ERROR line for every prefix that misses.
+  prefixes = getattr(gin.config, "_LOCATION_PREFIXES", None)
+  if prefixes is None:
+    gin.add_config_file_search_path(_REPO_ROOT)
+  elif _REPO_ROOT not in prefixes:
+    prefixes.insert(0, _REPO_ROOT)
   for path in files:
     if not os.path.isfile(path):
       raise ConfigError(f"--gin_files={path}: no such file (working directory "

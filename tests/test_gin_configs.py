@@ -1,5 +1,7 @@
 """Every shipped gin config builds, and the Atari one runs an iteration end to end."""
 import os
+import subprocess
+import sys
 
 import gin
 import numpy as np
@@ -30,27 +32,55 @@ def write_atari_shard(replay_dir, capacity=400, seed=0):
                   terminal=terminal, add_count=capacity)
 
 
-def test_offline_dqn_gin_runs_an_atari_iteration(tmp_path):
+def test_offline_dqn_gin_applies_the_paper_defaults(tmp_path):
   replay_dir = str(tmp_path / "Pong" / "1" / "replay_logs")
   write_atari_shard(replay_dir)
   config_lib.parse_gin(
       [os.path.join(REPO, "gin_configs", "offline", "dqn.gin")],
-      [f"load_fixed_replay.data_root = '{tmp_path}'",  # <root>/<Game>/<run>/replay_logs
-       "FixedReplayRunner.num_iterations = 1",
-       "FixedReplayRunner.training_steps = 3",
-       "FixedReplayRunner.evaluation_steps = 20",
-       "FixedReplayRunner.diagnostics_batch_size = 64",
-       "AtariEnvironment.max_episode_steps = 25"])
+      [f"load_fixed_replay.data_root = '{tmp_path}'"])  # <root>/<Game>/<run>/replay_logs
   runner = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "run"))
-  # The papers' defaults reached the objects that use them.
   assert runner.agent.target_update_period == 2000 and runner.agent.batch_size == 32
   assert runner.agent.network.padding == "SAME" and runner.agent.network.hidden_units == 512
   assert runner.replay.state_shape == (84, 84, 4) and runner.eval_epsilon == 0.001
-  metrics = runner.run()
-  assert 1 <= metrics["Rank/srank"] <= 64  # 64 samples of 512 features
-  assert metrics["Eval/NumEpisodes"] == 1  # one 25-step episode covers the budget of 20
-  scalars = summary_writer.read_scalars(str(tmp_path / "run"))
-  assert list(scalars["Train/Loss"]) == [0]
+  assert (runner.training_steps, runner.evaluation_steps) == (62_500, 125_000)
+
+
+# Tags each offline config must log beyond the common ones.
+OFFLINE_CONFIGS = {
+    "dqn.gin": set(),
+    "dqn_lp.gin": {"Train/LpPenalty", "Train/TDLoss"},
+    "dqn_dr3.gin": {"Train/DR3", "Train/TDLoss"},
+    "cql_dqn.gin": {"Train/CQLLoss", "Train/TDLoss"},
+}
+
+
+def test_every_offline_config_is_listed():
+  on_disk = set(os.listdir(os.path.join(REPO, "gin_configs", "offline")))
+  assert on_disk == set(OFFLINE_CONFIGS), "add new gin files to OFFLINE_CONFIGS"
+
+
+@pytest.mark.parametrize("name", sorted(OFFLINE_CONFIGS))
+def test_offline_config_trains_an_atari_iteration_through_train_py(tmp_path, name):
+  write_atari_shard(str(tmp_path / "data" / "Pong" / "1" / "replay_logs"))
+  base = tmp_path / "run"
+  bindings = [f"load_fixed_replay.data_root = '{tmp_path / 'data'}'",
+              "FixedReplayRunner.num_iterations = 1",
+              "FixedReplayRunner.training_steps = 3",
+              "FixedReplayRunner.evaluation_steps = 20",
+              "FixedReplayRunner.diagnostics_batch_size = 64",
+              "AtariEnvironment.max_episode_steps = 25"]
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={base}",
+       f"--gin_files={os.path.join(REPO, 'gin_configs', 'offline', name)}",
+       *[f"--gin_bindings={b}" for b in bindings]],
+      capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  scalars = summary_writer.read_scalars(str(base))
+  expected = {"Train/Loss", "Train/TDError", "Rank/srank", "Eval/AverageReturn"}
+  expected |= OFFLINE_CONFIGS[name]
+  assert expected <= set(scalars), expected - set(scalars)
+  assert all(np.isfinite(scalars[tag][0][0]) for tag in expected)
+  assert scalars["Eval/NumEpisodes"][0] == [1.0]  # one 25-step episode covers 20 steps
 
 
 def test_quickstart_gin_builds(tmp_path, monkeypatch):

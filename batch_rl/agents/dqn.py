@@ -4,7 +4,7 @@ The agent object holds only structure (network module, optimizer, hyperparameter
 all that changes lives in `learner.TrainState`. Its three pure pieces are
 `init`, `loss` and `act`; the Runner never looks inside.
 """
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gin
 import jax
@@ -14,6 +14,7 @@ import optax
 from batch_rl import losses
 from batch_rl import networks
 from batch_rl.agents import learner
+from batch_rl.agents import regularizer_terms
 
 
 @gin.configurable(denylist=["num_actions"])
@@ -32,13 +33,16 @@ class DQNAgent:
     loss_type: "huber" (Dopamine's DQN) or "mse".
     huber_delta: Huber loss threshold.
     double_dqn: bootstrap with the target network's value of the online argmax.
+    regularizers: loss terms added to the TD loss (regularizer_terms: Lp, DR3, CQL),
+      e.g. `DQNAgent.regularizers = [@LpRegularizer()]` in gin.
   """
 
   def __init__(self, num_actions: int, network: Callable[..., Any] = networks.NatureDQNNetwork,
                optimizer_fn: Callable[[], optax.GradientTransformation] = learner.create_optimizer,
                gamma: float = 0.99, update_horizon: int = 1, batch_size: int = 32,
                target_update_period: int = 2000, loss_type: str = "huber",
-               huber_delta: float = 1.0, double_dqn: bool = False):
+               huber_delta: float = 1.0, double_dqn: bool = False,
+               regularizers: Sequence[regularizer_terms.Regularizer] = ()):
     if loss_type not in ("huber", "mse"):
       raise ValueError(f"`DQNAgent.loss_type` must be 'huber' or 'mse', got {loss_type!r}.")
     self.num_actions = num_actions
@@ -51,6 +55,10 @@ class DQNAgent:
     self.loss_type = loss_type
     self.huber_delta = huber_delta
     self.double_dqn = double_dqn
+    self.regularizers = tuple(regularizers)
+    # The online network's features at s' are computed only when something uses them.
+    self._needs_next_online = double_dqn or any(
+        r.needs_next_representation for r in self.regularizers)
 
   def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
     """Fresh TrainState; `state_shape` is one agent state, e.g. (84, 84, 4)."""
@@ -65,26 +73,45 @@ class DQNAgent:
   def loss(self, params, target_params, batch, key):
     """Mean TD loss of a `sampler.Transition` batch, and its metrics (TensorBoard tags)."""
     del key  # DQN's loss is deterministic.
-    q = self.apply(params, batch.state).q_values
-    q_data = losses.select(q, batch.action)
+    batch_size = batch.state.shape[0]
+    if self._needs_next_online:
+      # One forward pass over s and s' together.
+      both = self.apply(params, jnp.concatenate([batch.state, batch.next_state]))
+      online = jax.tree.map(lambda x: x[:batch_size], both)
+      next_online = jax.tree.map(lambda x: x[batch_size:], both)
+    else:
+      online, next_online = self.apply(params, batch.state), None
+    q_data = losses.select(online.q_values, batch.action)
     next_q_target = self.apply(target_params, batch.next_state).q_values
     if self.double_dqn:
-      next_action = jnp.argmax(self.apply(params, batch.next_state).q_values, axis=1)
-      next_value = losses.select(next_q_target, next_action)
+      next_action = jnp.argmax(next_online.q_values, axis=1)
     else:
-      next_value = jnp.max(next_q_target, axis=1)
+      next_action = jnp.argmax(next_q_target, axis=1)
+    next_value = losses.select(next_q_target, next_action)
     target = losses.td_target(batch.reward, batch.discount, next_value)
     error = target - q_data
     if self.loss_type == "huber":
       per_sample = losses.huber_loss(error, self.huber_delta)
     else:
       per_sample = losses.mse_loss(error)
-    loss = jnp.mean(per_sample)
-    return loss, {
-        "Train/Loss": loss,
+    td_loss = jnp.mean(per_sample)
+    metrics = {
         "Train/TDError": jnp.mean(jnp.abs(error)),
         "Train/QData": jnp.mean(q_data),
     }
+    loss = td_loss
+    if self.regularizers:
+      inputs = regularizer_terms.LossInputs(
+          q_values=online.q_values, phi=online.representation,
+          phi_next=None if next_online is None else next_online.representation,
+          action=batch.action, next_action=next_action, terminal=batch.terminal)
+      for term in self.regularizers:
+        value, term_metrics = term(inputs)
+        loss = loss + value
+        metrics.update(term_metrics)
+      metrics["Train/TDLoss"] = td_loss
+    metrics["Train/Loss"] = loss
+    return loss, metrics
 
   def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
     """Epsilon-greedy actions int32 [B] for states [B, ...] (Dopamine: random if u <= eps)."""
