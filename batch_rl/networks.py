@@ -14,7 +14,7 @@ Dense_1), the same names as Dopamine's JAX `NatureDQNNetwork`.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import gin
@@ -29,10 +29,15 @@ class QNetworkOutput(NamedTuple):
     q_values: [B, num_actions] float32.
     representation: [B, D] float32, the penultimate layer after its
       activation (D = hidden_units); the Phi of the papers.
+    head_outputs: [B, num_actions, K] float32 when the network has K outputs per
+      action (`outputs_per_action` > 1: C51 logits, QR-DQN quantiles, REM/ensemble
+      heads), else None. q_values is then their mean over K; agents whose Q-value is
+      another functional of them (C51's expectation) compute it themselves.
   """
 
   q_values: jax.Array
   representation: jax.Array
+  head_outputs: Optional[jax.Array] = None
 
 
 # Activation applied after every hidden layer, selected by name so that gin
@@ -88,6 +93,20 @@ def _shape_error(network: str, expected: str, shape) -> ValueError:
   )
 
 
+def _q_head(phi: jax.Array, num_actions: int, outputs_per_action: int,
+            init) -> QNetworkOutput:
+  """The last Dense layer: Q-values, or K outputs per action and their mean."""
+  if outputs_per_action < 1:
+    raise ValueError(f"outputs_per_action must be >= 1, got {outputs_per_action}")
+  if outputs_per_action == 1:
+    q = nn.Dense(features=num_actions, kernel_init=init)(phi)
+    return QNetworkOutput(q_values=q, representation=phi)
+  out = nn.Dense(features=num_actions * outputs_per_action, kernel_init=init)(phi)
+  out = out.reshape(phi.shape[0], num_actions, outputs_per_action)  # [B, A, K]
+  return QNetworkOutput(q_values=jnp.mean(out, axis=-1), representation=phi,
+                        head_outputs=out)
+
+
 @gin.configurable
 class NatureDQNNetwork(nn.Module):
   """The Nature DQN network (Mnih et al. 2015), Dopamine JAX flavour.
@@ -103,12 +122,15 @@ class NatureDQNNetwork(nn.Module):
       features, ~4.05M parameters with 6 actions) or "VALID" (Nature paper:
       7x7x64 = 3136, ~1.69M parameters).
     hidden_units: width D of the representation layer.
+    outputs_per_action: K outputs per action (51 C51 atoms, 200 QR-DQN quantiles,
+      REM heads); 1 for DQN.
     activation: key of `ACTIVATIONS`.
   """
 
   num_actions: int
   padding: str = "SAME"
   hidden_units: int = 512
+  outputs_per_action: int = 1
   activation: str = "relu"
 
   @nn.compact
@@ -140,8 +162,7 @@ class NatureDQNNetwork(nn.Module):
       x = act(x)
     x = x.reshape((x.shape[0], -1))  # row-major (H, W, C) flatten per example
     phi = act(nn.Dense(features=self.hidden_units, kernel_init=init)(x))
-    q = nn.Dense(features=self.num_actions, kernel_init=init)(phi)
-    return QNetworkOutput(q_values=q, representation=phi)
+    return _q_head(phi, self.num_actions, self.outputs_per_action, init)
 
 
 @gin.configurable
@@ -157,12 +178,15 @@ class MinAtarDQNNetwork(nn.Module):
     num_actions: number of Q-value outputs.
     conv_features: channels of the convolution.
     hidden_units: width D of the representation layer.
+    outputs_per_action: K outputs per action (51 C51 atoms, 200 QR-DQN quantiles,
+      REM heads); 1 for DQN.
     activation: key of `ACTIVATIONS`.
   """
 
   num_actions: int
   conv_features: int = 16
   hidden_units: int = 128
+  outputs_per_action: int = 1
   activation: str = "relu"
 
   @nn.compact
@@ -194,5 +218,4 @@ class MinAtarDQNNetwork(nn.Module):
     x = act(x)
     x = x.reshape((x.shape[0], -1))
     phi = act(nn.Dense(features=self.hidden_units, kernel_init=init)(x))
-    q = nn.Dense(features=self.num_actions, kernel_init=init)(phi)
-    return QNetworkOutput(q_values=q, representation=phi)
+    return _q_head(phi, self.num_actions, self.outputs_per_action, init)

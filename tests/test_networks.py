@@ -378,3 +378,22 @@ def test_minatar_wrong_shape_raises(bad_shape):
   msg = str(err.value)
   assert "MinAtarDQNNetwork" in msg and "[B, 10, 10, C]" in msg
   assert str(tuple(bad_shape)) in msg
+
+
+@pytest.mark.parametrize("cls,shape", [(networks.NatureDQNNetwork, (2, 84, 84, 4)),
+                                       (networks.MinAtarDQNNetwork, (2, 10, 10, 4))])
+def test_outputs_per_action_heads_are_a_reshaped_last_layer(cls, shape):
+  net = cls(num_actions=3, outputs_per_action=5)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 2, shape), jnp.uint8)
+  params = net.init(jax.random.PRNGKey(0), x)
+  out = net.apply(params, x)
+  assert out.head_outputs.shape == (2, 3, 5)
+  last = params["params"]["Dense_1"]
+  manual = (np.asarray(out.representation) @ np.asarray(last["kernel"])
+            + np.asarray(last["bias"])).reshape(2, 3, 5)
+  np.testing.assert_allclose(out.head_outputs, manual, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out.q_values, manual.mean(-1), rtol=1e-5, atol=1e-5)
+  assert cls(num_actions=3).apply(
+      cls(num_actions=3).init(jax.random.PRNGKey(0), x), x).head_outputs is None
+  with pytest.raises(ValueError, match="outputs_per_action"):
+    cls(num_actions=3, outputs_per_action=0).init(jax.random.PRNGKey(0), x)
