@@ -12,6 +12,22 @@ Data-Efficient Deep Reinforcement Learning", Sec. 3:
 with sigma_1 >= sigma_2 >= ... the singular values of Phi. This is the
 cumulative (nuclear-norm fraction) definition, not a count of singular values
 above delta * sigma_max.
+
+Other quantities (see `extended_diagnostics`), named so they cannot be mixed
+up with srank:
+
+  * `rank_above_threshold`: numerical rank, #{i : sigma_i > epsilon}.
+  * `rank_relative_to_max`: #{i : sigma_i / sigma_max > threshold}; what
+    Dopamine's MoE lab logs as `srank_{t}` (google/dopamine,
+    dopamine/labs/moes/agents/full_rainbow_moe_agent.py). NOT Kumar et al.'s
+    srank.
+  * `srank_eig`: Kumar et al. (2021) Appendix A.7, the same cumulative
+    definition on the moduli of the (complex) eigenvalues of a square d x d
+    feature batch.
+  * `spectrum_quantiles`: sigma at quantiles of the spectrum.
+  * `dormant_scores` / `dormant_fraction`: Sokar et al. (2023), "The dormant
+    neuron phenomenon in deep reinforcement learning".
+  * `mean_cosine_similarity`: mean over rows of cos(phi(s), phi(s')).
 """
 
 from __future__ import annotations
@@ -97,8 +113,13 @@ def feature_diagnostics(
   """
   if phi.ndim != 2:
     raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
+  return _feature_diagnostics_from_sv(phi, singular_values(phi), phi_next,
+                                      delta)
+
+
+def _feature_diagnostics_from_sv(phi, sv, phi_next, delta):
+  """`feature_diagnostics` given the singular values of phi."""
   phi = phi.astype(jnp.float32)
-  sv = singular_values(phi)
   k = srank(sv, delta)
   out = {
       "Rank/srank": jnp.where(k >= 0, k.astype(jnp.float32), jnp.nan),
@@ -117,4 +138,336 @@ def feature_diagnostics(
       )
     phi_next = phi_next.astype(jnp.float32)
     out["Features/dot_next"] = jnp.mean(jnp.sum(phi * phi_next, axis=1))
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Other rank definitions in circulation. All return int32 scalars and -1 for a
+# spectrum holding a NaN/inf, like `srank`.
+
+
+def matrix_rank_tolerance(sv: jax.Array, shape: tuple[int, int]) -> jax.Array:
+  """Matrix-size-scaled tolerance for `rank_above_threshold`.
+
+  sigma_max * max(N, D) * eps(float32), the default tolerance of
+  `np.linalg.matrix_rank` for a float32 matrix: singular values below it are
+  at the level of the rounding noise of a float32 SVD of an [N, D] matrix.
+  Scale-invariant, unlike a fixed epsilon.
+
+  Args:
+    sv: [K] singular values (any order).
+    shape: (N, D), the shape of the matrix `sv` came from (static).
+
+  Returns:
+    float32 scalar (0 for an all-zero spectrum).
+  """
+  sv = jnp.asarray(sv, jnp.float32)
+  return jnp.max(sv) * max(shape) * jnp.finfo(jnp.float32).eps
+
+
+def rank_above_threshold(sv: jax.Array, epsilon: float) -> jax.Array:
+  """Numerical rank: number of singular values strictly greater than epsilon.
+
+  epsilon is absolute, so the result depends on the scale of the features:
+  a fixed value such as 1e-5 suits features of order one; pass
+  `matrix_rank_tolerance(sv, phi.shape)` for the scale-invariant
+  `np.linalg.matrix_rank` convention (what `extended_diagnostics` uses by
+  default).
+
+  Args:
+    sv: [K] singular values (any order), non-negative.
+    epsilon: threshold; may be traced.
+
+  Returns:
+    int32 scalar in [0, K]; -1 if `sv` holds a NaN/inf.
+  """
+  sv = jnp.asarray(sv, jnp.float32)
+  k = jnp.sum(sv > jnp.asarray(epsilon, jnp.float32)).astype(jnp.int32)
+  return jnp.where(jnp.all(jnp.isfinite(sv)), k, -1).astype(jnp.int32)
+
+
+def rank_relative_to_max(sv: jax.Array, threshold: float) -> jax.Array:
+  """Number of singular values with sigma_i / sigma_max > threshold.
+
+  This is what Dopamine's MoE lab logs as `srank_{t}` (t in 0, 0.001, 0.01):
+  `jnp.sum(singular_vals / jnp.max(singular_vals) > t)`. It is NOT the srank
+  of Kumar et al. (2021) (`srank`), which is cumulative: a spectrum with one
+  value 1.0 and 100 values 0.004 has rank_relative_to_max(., 0.01) = 1 but
+  srank_0.01 = 98. The ratio is formed as in Dopamine (so ties round the same
+  way); with threshold = 0 every non-zero singular value counts, float32 SVD
+  noise (~1e-7 sigma_max) included.
+
+  Args:
+    sv: [K] singular values (any order), non-negative.
+    threshold: relative threshold in [0, 1); may be traced.
+
+  Returns:
+    int32 scalar in [0, K]: 0 for an all-zero spectrum (Dopamine's 0/0 = NaN
+    compares False too); -1 if `sv` holds a NaN/inf.
+  """
+  sv = jnp.asarray(sv, jnp.float32)
+  sv_max = jnp.max(sv)
+  ratio = sv / jnp.where(sv_max > 0, sv_max, 1.0)
+  k = jnp.sum(ratio > jnp.asarray(threshold, jnp.float32)).astype(jnp.int32)
+  return jnp.where(jnp.all(jnp.isfinite(sv)), k, -1).astype(jnp.int32)
+
+
+def eigenvalue_moduli(phi_square: jax.Array) -> jax.Array:
+  """|lambda_i| of a square matrix, descending (float32).
+
+  The eigenvalues of a real non-symmetric matrix are complex in general
+  (conjugate pairs); A.7 orders and sums their norms |lambda_i|. A
+  non-finite input gives all-NaN moduli (LAPACK's geev is not called on it).
+  Non-symmetric eig is implemented by JAX on CPU and GPU only (not TPU).
+  """
+  if phi_square.ndim != 2 or phi_square.shape[0] != phi_square.shape[1]:
+    raise ValueError(
+        f"phi_square must be square [d, d], got shape {tuple(phi_square.shape)}"
+    )
+  a = phi_square.astype(jnp.float32)
+  finite = jnp.all(jnp.isfinite(a))
+  moduli = jnp.abs(jnp.linalg.eigvals(jnp.where(finite, a, 0.0)))
+  moduli = -jnp.sort(-moduli.astype(jnp.float32))
+  return jnp.where(finite, moduli, jnp.nan)
+
+
+def srank_eig(phi_square: jax.Array, delta: float = 0.01) -> jax.Array:
+  """Eigenvalue effective rank srank_{delta, lambda}, Kumar et al. (2021) A.7.
+
+  With lambda_1, lambda_2, ... the (complex) eigenvalues ordered by
+  |lambda_1| >= |lambda_2| >= ...:
+
+    srank_{delta,lambda}(M) = min{ k : sum_{i<=k} |lambda_i|
+                                       / sum_{i<=d} |lambda_i| >= 1 - delta },
+
+  i.e. `srank` applied to the eigenvalue moduli. "Since eigenvalues are only
+  defined for a square matrix Phi, in practice, we use a batch of
+  d = dim(phi(s, a)) state-action pairs": pass a [d, d] feature batch (d
+  states, d features), not the Gram matrix Phi^T Phi, whose eigenvalues are
+  sigma_i^2 and give a different (smaller) number. For a normal matrix
+  |lambda_i| = sigma_i and srank_eig == srank; for a non-normal one they
+  differ (e.g. [[1, 100], [0, 1]]: eigenvalues 1, 1 -> 2; singular values
+  100.01, 0.0099990 -> srank 1).
+
+  Args:
+    phi_square: [d, d] features of d states.
+    delta: as in `srank`; may be traced.
+
+  Returns:
+    int32 scalar in [0, d]; 0 if all eigenvalues are 0 (e.g. a nilpotent
+    matrix); -1 if `phi_square` is not finite. Float32 eigenvalues of a
+    non-normal matrix can be ill-conditioned, so |lambda_i| carries more
+    rounding error than sigma_i.
+  """
+  return srank(eigenvalue_moduli(phi_square), delta)
+
+
+# ---------------------------------------------------------------------------
+# Spectrum summary, dormant units, cosine similarity.
+
+DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def spectrum_quantiles(
+    sv: jax.Array, quantiles=DEFAULT_QUANTILES
+) -> jax.Array:
+  """Singular values at quantiles of the spectrum.
+
+  Quantiles of the K values, with numpy's default linear interpolation
+  (`np.quantile(sv, q)`): q = 0 is sigma_min, q = 1 is sigma_max, q = 0.5 the
+  median; so the q = 0.1 value is near the small end of the spectrum. The
+  order of `sv` does not matter.
+
+  Args:
+    sv: [K] singular values.
+    quantiles: static sequence of q in [0, 1].
+
+  Returns:
+    [len(quantiles)] float32 (NaN if `sv` holds a NaN).
+  """
+  sv = jnp.asarray(sv, jnp.float32)
+  return jnp.quantile(sv, jnp.asarray(quantiles, jnp.float32))
+
+
+def dormant_scores(phi: jax.Array) -> jax.Array:
+  """Per-unit dormancy scores of Sokar et al. (2023).
+
+    s_i = E_x |h_i(x)| / ( (1/D) sum_k E_x |h_k(x)| ),
+
+  the mean absolute activation of unit i normalized by the layer average, the
+  expectation taken over the N rows (states) of phi.
+
+  Args:
+    phi: [N, D] activations h(x) of N inputs.
+
+  Returns:
+    [D] float32 scores, mean 1; all 0 if every activation is 0.
+  """
+  if phi.ndim != 2:
+    raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
+  a = jnp.mean(jnp.abs(phi.astype(jnp.float32)), axis=0)
+  avg = jnp.mean(a)
+  return a / jnp.where(avg > 0, avg, 1.0)
+
+
+def dormant_fraction(phi: jax.Array, tau: float = 0.1) -> jax.Array:
+  """Fraction of tau-dormant units (Sokar et al. 2023): s_i <= tau.
+
+  Evaluated as sum_x |h_i(x)| <= tau * (1/D) sum_k sum_x |h_k(x)| (the score
+  inequality multiplied by N * average, no division), so tau = 0 selects
+  exactly the units whose activation is 0 on every row: for ReLU (or any)
+  features it equals "Features/dead_units" of `feature_diagnostics`. An
+  all-zero phi has every unit dormant (1.0).
+
+  Args:
+    phi: [N, D] activations.
+    tau: dormancy threshold >= 0 (Sokar et al. use e.g. 0, 0.025, 0.1); may
+      be traced.
+
+  Returns:
+    float32 scalar in [0, 1]; NaN if phi is not finite.
+  """
+  if phi.ndim != 2:
+    raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
+  col = jnp.sum(jnp.abs(phi.astype(jnp.float32)), axis=0)
+  dormant = col <= jnp.asarray(tau, jnp.float32) * jnp.mean(col)
+  frac = jnp.mean(dormant.astype(jnp.float32))
+  return jnp.where(jnp.all(jnp.isfinite(col)), frac, jnp.nan)
+
+
+def mean_cosine_similarity(phi: jax.Array, phi_next: jax.Array) -> jax.Array:
+  """Mean over rows of cos(phi(s), phi(s')) = <a, b> / (||a|| ||b||).
+
+  A pair in which either row is all zero has cosine 0 (the convention of
+  `torch.nn.functional.cosine_similarity`, whose eps clamp gives 0 there) and
+  still counts in the mean. Each row is first divided by its largest
+  absolute entry, which leaves the cosine unchanged and keeps squared norms
+  from under/overflowing float32 for very small or large features.
+
+  Args:
+    phi, phi_next: [N, D] features of matching states s, s'.
+
+  Returns:
+    float32 scalar in [-1, 1] (NaN if an input is not finite).
+  """
+  if phi.ndim != 2 or phi_next.shape != phi.shape:
+    raise ValueError(
+        f"phi and phi_next must both be [N, D] of one shape, got "
+        f"{tuple(phi.shape)} and {tuple(phi_next.shape)}"
+    )
+
+  def unit_scale(x):
+    x = x.astype(jnp.float32)
+    m = jnp.max(jnp.abs(x), axis=1, keepdims=True)
+    return x / jnp.where(m > 0, m, 1.0)
+
+  a, b = unit_scale(phi), unit_scale(phi_next)
+  denom = jnp.linalg.norm(a, axis=1) * jnp.linalg.norm(b, axis=1)
+  cos = jnp.sum(a * b, axis=1) / jnp.where(denom > 0, denom, 1.0)
+  mean = jnp.mean(jnp.where(denom > 0, cos, 0.0))
+  finite = jnp.all(jnp.isfinite(phi)) & jnp.all(jnp.isfinite(phi_next))
+  return jnp.where(finite, mean, jnp.nan)
+
+
+def _rank_to_float(k: jax.Array) -> jax.Array:
+  return jnp.where(k >= 0, k.astype(jnp.float32), jnp.nan)
+
+
+def extended_diagnostics(
+    phi: jax.Array,
+    phi_next: jax.Array | None = None,
+    delta: float = 0.01,
+    *,
+    sv: jax.Array | None = None,
+    rank_epsilon: float | None = None,
+    relative_threshold: float = 0.01,
+    dormant_tau: float = 0.1,
+    quantiles=DEFAULT_QUANTILES,
+    compute_srank_eig: bool = True,
+) -> dict[str, jax.Array]:
+  """Further rank definitions and feature statistics, keyed by TensorBoard tag.
+
+  Complements `feature_diagnostics` (disjoint keys; `all_diagnostics` merges
+  both with one SVD).
+
+  Args:
+    phi: [N, D] features Phi(s) of N states.
+    phi_next: optional [N, D] features Phi(s') of the matching next states.
+    delta: threshold of the eigenvalue srank (see `srank_eig`).
+    sv: optional singular values of phi (from `singular_values(phi)`), to
+      share one SVD with other diagnostics; computed here if None. Must come
+      from this phi (not checked).
+    rank_epsilon: absolute epsilon of "Rank/rank_eps"; None (default) uses
+      the matrix-size-scaled `matrix_rank_tolerance(sv, phi.shape)` =
+      sigma_max * max(N, D) * eps(float32).
+    relative_threshold: threshold of "Rank/rank_rel".
+    dormant_tau: tau of "Features/dormant".
+    quantiles: static, the q of the "Rank/sigma_qXX" entries; the tag is
+      round(100 q) zero-padded to two digits.
+    compute_srank_eig: set False on backends without non-symmetric eig (TPU);
+      "Rank/srank_eig" is then omitted.
+
+  Returns:
+    dict of float32 scalars:
+      "Rank/srank_eig": srank_eig(phi[:D], delta), the eigenvalue srank of the
+        square batch formed by the first D rows (A.7 uses a batch of d = D
+        state-action pairs; rows of a sampled batch are already in random
+        order); NaN if N < D (no square batch) or phi is not finite;
+      "Rank/rank_eps": rank_above_threshold(sv, epsilon);
+      "Rank/rank_rel": rank_relative_to_max(sv, relative_threshold);
+      "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90": spectrum
+        quantiles (with the default `quantiles`);
+      "Features/dormant": dormant_fraction(phi, dormant_tau);
+      "Features/cosine_next" (only if phi_next is given):
+        mean_cosine_similarity(phi, phi_next).
+    Ranks are exact integers as float32, NaN for non-finite features.
+  """
+  if phi.ndim != 2:
+    raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
+  n, d = phi.shape
+  phi = phi.astype(jnp.float32)
+  if sv is None:
+    sv = singular_values(phi)
+  sv = jnp.asarray(sv, jnp.float32)
+  eps = matrix_rank_tolerance(sv, phi.shape) if rank_epsilon is None \
+      else rank_epsilon
+  out = {}
+  if compute_srank_eig:
+    out["Rank/srank_eig"] = (
+        _rank_to_float(srank_eig(phi[:d], delta)) if n >= d
+        else jnp.array(jnp.nan, jnp.float32))
+  out["Rank/rank_eps"] = _rank_to_float(rank_above_threshold(sv, eps))
+  out["Rank/rank_rel"] = _rank_to_float(
+      rank_relative_to_max(sv, relative_threshold))
+  qs = spectrum_quantiles(sv, quantiles)
+  for i, q in enumerate(quantiles):
+    out[f"Rank/sigma_q{round(100 * q):02d}"] = qs[i]
+  out["Features/dormant"] = dormant_fraction(phi, dormant_tau)
+  if phi_next is not None:
+    if phi_next.shape != phi.shape:
+      raise ValueError(
+          f"phi_next shape {tuple(phi_next.shape)} must equal phi shape "
+          f"{tuple(phi.shape)}"
+      )
+    out["Features/cosine_next"] = mean_cosine_similarity(phi, phi_next)
+  return out
+
+
+def all_diagnostics(
+    phi: jax.Array,
+    phi_next: jax.Array | None = None,
+    delta: float = 0.01,
+    **kwargs,
+) -> dict[str, jax.Array]:
+  """`feature_diagnostics` and `extended_diagnostics` merged, one SVD.
+
+  `delta` is used for both "Rank/srank" and "Rank/srank_eig"; `kwargs` go to
+  `extended_diagnostics` (not `sv`). Jittable with keyword arguments bound
+  (e.g. via functools.partial).
+  """
+  if phi.ndim != 2:
+    raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
+  sv = singular_values(phi)
+  out = _feature_diagnostics_from_sv(phi, sv, phi_next, delta)
+  out.update(extended_diagnostics(phi, phi_next, delta, sv=sv, **kwargs))
   return out

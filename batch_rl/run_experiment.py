@@ -147,7 +147,9 @@ class FixedReplayRunner:
                                          update_horizon=n, gamma=gamma)
       phi = self.agent.apply(params, batch.state).representation
       phi_next = self.agent.apply(params, batch.next_state).representation
-      return diagnostics.feature_diagnostics(phi, phi_next, delta=srank_delta)
+      # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
+      return diagnostics.all_diagnostics(phi, phi_next, delta=srank_delta,
+                                         compute_srank_eig=backend != "tpu")
 
     self._diagnose = jax.jit(diagnose)
     self._act = jax.jit(self.agent.act)

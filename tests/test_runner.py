@@ -21,7 +21,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED_TAGS = {"Eval/AverageReturn", "Eval/NumEpisodes", "Rank/srank", "Rank/sigma_max",
                  "Rank/sigma_min", "Features/norm", "Features/dot_next",
                  "Features/dead_units", "Train/Loss", "Train/TDError", "Train/QData",
-                 "Train/StepsPerSecond"}
+                 "Train/StepsPerSecond", "Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel",
+                 "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90", "Features/dormant",
+                 "Features/cosine_next"}
 
 
 def small_bindings(replay_dir, num_iterations=2, seed=0):
