@@ -51,6 +51,7 @@ OFFLINE_CONFIGS = {
     "dqn_lp.gin": {"Train/LpPenalty", "Train/TDLoss"},
     "dqn_dr3.gin": {"Train/DR3", "Train/TDLoss"},
     "cql_dqn.gin": {"Train/CQLLoss", "Train/TDLoss"},
+    "sarsa.gin": set(),
 }
 
 

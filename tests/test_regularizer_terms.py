@@ -120,3 +120,21 @@ def test_bad_settings_are_named():
     terms.DR3Regularizer(0.1, "papr")
   with pytest.raises(ValueError, match="CQLRegularizer.temperature"):
     terms.CQLRegularizer(1.0, temperature=0.0)
+
+
+def test_sarsa_backup_uses_the_dataset_next_action_for_target_and_dr3(setup):
+  agent, online, target, batch = setup
+  q_next_target, phi_next = features(agent, target, batch.next_state)
+  q, phi = features(agent, online, batch.state)
+  a, a_next = np.asarray(batch.action), np.asarray(batch.next_action)
+  target_value = (np.asarray(batch.reward) + np.asarray(batch.discount)
+                  * q_next_target[np.arange(B), a_next])
+  error = target_value - q[np.arange(B), a]
+  huber = np.where(np.abs(error) <= 1, 0.5 * error**2, np.abs(error) - 0.5)
+  agent_sarsa = dqn.DQNAgent(A, network=networks.MinAtarDQNNetwork, backup="sarsa")
+  loss, metrics = agent_sarsa.loss(online, target, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(loss, huber.mean(), rtol=1e-5)
+  # Differs from Q-learning on this batch (some a' is not the argmax).
+  assert not np.allclose(loss, loss_and_metrics((), setup)[0])
+  with pytest.raises(ValueError, match="DQNAgent.backup"):
+    dqn.DQNAgent(A, network=networks.MinAtarDQNNetwork, backup="expected_sarsa")

@@ -33,6 +33,8 @@ class DQNAgent:
     loss_type: "huber" (Dopamine's DQN) or "mse".
     huber_delta: Huber loss threshold.
     double_dqn: bootstrap with the target network's value of the online argmax.
+    backup: "q_learning" (a' = argmax, the control setting) or "sarsa" (a' = the
+      dataset's next action: policy evaluation of the behaviour policy, IUP Fig. 4d).
     regularizers: loss terms added to the TD loss (regularizer_terms: Lp, DR3, CQL),
       e.g. `DQNAgent.regularizers = [@LpRegularizer()]` in gin.
   """
@@ -42,7 +44,12 @@ class DQNAgent:
                gamma: float = 0.99, update_horizon: int = 1, batch_size: int = 32,
                target_update_period: int = 2000, loss_type: str = "huber",
                huber_delta: float = 1.0, double_dqn: bool = False,
+               backup: str = "q_learning",
                regularizers: Sequence[regularizer_terms.Regularizer] = ()):
+    if backup not in ("q_learning", "sarsa"):
+      raise ValueError(f"`DQNAgent.backup` must be 'q_learning' or 'sarsa', got {backup!r}.")
+    if backup == "sarsa" and double_dqn:
+      raise ValueError("`DQNAgent.double_dqn` applies to backup='q_learning' only.")
     if loss_type not in ("huber", "mse"):
       raise ValueError(f"`DQNAgent.loss_type` must be 'huber' or 'mse', got {loss_type!r}.")
     self.num_actions = num_actions
@@ -55,6 +62,7 @@ class DQNAgent:
     self.loss_type = loss_type
     self.huber_delta = huber_delta
     self.double_dqn = double_dqn
+    self.backup = backup
     self.regularizers = tuple(regularizers)
     # The online network's features at s' are computed only when something uses them.
     self._needs_next_online = double_dqn or any(
@@ -83,7 +91,9 @@ class DQNAgent:
       online, next_online = self.apply(params, batch.state), None
     q_data = losses.select(online.q_values, batch.action)
     next_q_target = self.apply(target_params, batch.next_state).q_values
-    if self.double_dqn:
+    if self.backup == "sarsa":
+      next_action = batch.next_action
+    elif self.double_dqn:
       next_action = jnp.argmax(next_online.q_values, axis=1)
     else:
       next_action = jnp.argmax(next_q_target, axis=1)
