@@ -18,6 +18,7 @@ import numpy as np
 
 from batch_rl import checkpointing
 from batch_rl import diagnostics
+from batch_rl import losses
 from batch_rl import summary_writer
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
@@ -107,7 +108,7 @@ class FixedReplayRunner:
     self.agent = agent_fn(num_actions=probe_env.num_actions)
     data_seed = seed if data_seed is None else data_seed
     self.replay = replay_fn(game=game, seed=data_seed, stack_size=probe_env.stack_size,
-                            update_horizon=self.agent.update_horizon)
+                            update_horizon=self.agent.update_horizon, gamma=self.agent.gamma)
     self._check_shapes(probe_env)
     self._key = jax.random.PRNGKey(seed)
     try:
@@ -145,11 +146,17 @@ class FixedReplayRunner:
     def diagnose(params, data, key):
       batch = sampler.sample_transitions(key, data, diagnostics_batch_size, stack_size=stack,
                                          update_horizon=n, gamma=gamma)
-      phi = self.agent.apply(params, batch.state).representation
+      online = self.agent.apply(params, batch.state)
       phi_next = self.agent.apply(params, batch.next_state).representation
       # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
-      return diagnostics.all_diagnostics(phi, phi_next, delta=srank_delta,
-                                         compute_srank_eig=backend != "tpu")
+      metrics = diagnostics.all_diagnostics(online.representation, phi_next,
+                                            delta=srank_delta,
+                                            compute_srank_eig=backend != "tpu")
+      # Over/under-estimation against the discounted return the data actually got.
+      q_data = losses.select(online.q_values, batch.action)
+      metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
+      metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
+      return metrics
 
     self._diagnose = jax.jit(diagnose)
     self._act = jax.jit(self.agent.act)

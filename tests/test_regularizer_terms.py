@@ -138,3 +138,18 @@ def test_sarsa_backup_uses_the_dataset_next_action_for_target_and_dr3(setup):
   assert not np.allclose(loss, loss_and_metrics((), setup)[0])
   with pytest.raises(ValueError, match="DQNAgent.backup"):
     dqn.DQNAgent(A, network=networks.MinAtarDQNNetwork, backup="expected_sarsa")
+
+
+def test_monte_carlo_backup_regresses_onto_the_return_to_go(setup):
+  agent, online, target, batch = setup
+  returns = np.array([3.0, -1.0, 0.5, 10.0, 0.0, 2.0], np.float32)
+  batch = batch._replace(return_to_go=jnp.asarray(returns))
+  q, _ = features(agent, online, batch.state)
+  error = returns - q[np.arange(B), np.asarray(batch.action)]
+  huber = np.where(np.abs(error) <= 1, 0.5 * error**2, np.abs(error) - 0.5)
+  mc = dqn.DQNAgent(A, network=networks.MinAtarDQNNetwork, backup="monte_carlo")
+  loss, _ = mc.loss(online, target, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(loss, huber.mean(), rtol=1e-5)
+  # No bootstrapping: the target network does not matter.
+  loss_other_target, _ = mc.loss(online, online, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(loss_other_target, loss, rtol=1e-6)

@@ -23,7 +23,7 @@ REQUIRED_TAGS = {"Eval/AverageReturn", "Eval/NumEpisodes", "Rank/srank", "Rank/s
                  "Features/dead_units", "Train/Loss", "Train/TDError", "Train/QData",
                  "Train/StepsPerSecond", "Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel",
                  "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90", "Features/dormant",
-                 "Features/cosine_next"}
+                 "Features/cosine_next", "Value/MCReturn", "Value/QMinusMCReturn"}
 
 
 def small_bindings(replay_dir, num_iterations=2, seed=0):

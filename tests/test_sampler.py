@@ -206,3 +206,38 @@ def test_checkpoint_choice(tmp_path):
     fixed_replay.choose_suffixes(available, [9], None, 0, "d")
   with pytest.raises(ValueError, match="num_checkpoints"):
     fixed_replay.choose_suffixes(available, None, 7, 0, "d")
+
+
+def forward_return(reward, terminal, order, start_pos, gamma):
+  """Walks forward in time order from position start_pos to the episode's end."""
+  g, discount = 0.0, 1.0
+  for pos in range(start_pos, len(order)):
+    i = order[pos]
+    g += discount * reward[i]
+    if terminal[i]:
+      break
+    discount *= gamma
+  return g
+
+
+@pytest.mark.parametrize("episodes,capacity", [([5, 1, 30, 2, 40, 3, 25, 7, 9], 97),
+                                               ([6, 8, 50], 200)])
+def test_returns_to_go_match_a_forward_walk(tmp_path, episodes, capacity):
+  # [5, 1, ...] with capacity 97 wraps (full, cursor mid-buffer); [6, 8, 50] in 200 is
+  # partial. Rewards are the step tags, so every return is distinct.
+  lg, _ = log_tagged_episodes(tmp_path, episodes, capacity, 4, (2, 2))
+  fmt.write_shard(str(tmp_path / "x"), 0, observation=lg.observation, action=lg.action,
+                  reward=lg.reward, terminal=lg.terminal, add_count=lg.add_count)
+  data = fixed_replay.load_fixed_replay(str(tmp_path / "x"), stack_size=4, gamma=0.9)
+  full = lg.add_count >= capacity
+  cursor = lg.add_count % capacity
+  order = [(cursor + k) % capacity for k in range(capacity)] if full else list(range(cursor))
+  got = np.asarray(data.arrays.return_to_go)[0]
+  for pos, i in enumerate(order):
+    expected = forward_return(lg.reward, lg.terminal, order, pos, 0.9)
+    np.testing.assert_allclose(got[i], expected, rtol=1e-5, err_msg=f"index {i}")
+  # The sampler hands them out with the transition.
+  valid = np.asarray(data.arrays.valid)
+  batch = sampler.gather_transitions(jax.device_put(data.arrays), jnp.asarray(valid),
+                                     stack_size=4)
+  np.testing.assert_array_equal(np.asarray(batch.return_to_go), got[valid])

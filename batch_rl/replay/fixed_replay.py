@@ -67,6 +67,31 @@ def valid_indices(info: fmt.ShardInfo, terminal: np.ndarray, stack_size: int,
   return np.flatnonzero(valid)
 
 
+def returns_to_go(info: fmt.ShardInfo, reward: np.ndarray, terminal: np.ndarray,
+                  gamma: float) -> np.ndarray:
+  """Discounted return from each entry to the end of its episode, float32 [capacity].
+
+  G_t = r_t + gamma * G_{t+1} * (1 - terminal_t), accumulated backwards in time order
+  (oldest entry first: index `cursor` of a full buffer, 0 otherwise). An episode still
+  running at the newest entry of the checkpoint is cut there without bootstrapping, so
+  its returns are truncated; in the public dataset a checkpoint is 1M consecutive
+  steps, so this touches only its last episode (and the first episode's returns are
+  complete because they start inside the checkpoint or are invalid states anyway).
+  Entries past the cursor of a partial buffer get 0 (never sampled).
+  """
+  capacity = info.capacity
+  order = (np.arange(capacity) + info.cursor) % capacity if info.is_full else np.arange(info.cursor)
+  out = np.zeros(capacity, np.float32)
+  g = 0.0
+  rewards, terminals = reward[order].astype(np.float64), terminal[order] != 0
+  values = np.empty(len(order))
+  for t in range(len(order) - 1, -1, -1):
+    g = rewards[t] + (0.0 if terminals[t] else gamma * g)
+    values[t] = g
+  out[order] = values
+  return out
+
+
 def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
   """np.empty whose data starts on an `alignment`-byte boundary.
 
@@ -122,7 +147,7 @@ def choose_suffixes(available: Sequence[int], suffixes: Optional[Sequence[int]],
 
 
 # The Runner passes these from the environment, agent and its own seed.
-@gin.configurable(denylist=["game", "seed", "stack_size", "update_horizon"])
+@gin.configurable(denylist=["game", "seed", "stack_size", "update_horizon", "gamma"])
 def load_fixed_replay(
     replay_dir: Optional[str] = None,
     *,
@@ -135,6 +160,7 @@ def load_fixed_replay(
     seed: int = 0,
     stack_size: int = 4,
     update_horizon: int = 1,
+    gamma: float = 0.99,
     num_workers: int = 4,
 ) -> FixedReplay:
   """Loads DQN Replay checkpoints into `ReplayArrays` (numpy, on the host).
@@ -152,6 +178,7 @@ def load_fixed_replay(
     seed: seed of the checkpoint choice and of the subsample.
     stack_size: frames per state (4 for Atari, 1 for MinAtar).
     update_horizon: n of n-step returns; indices too close to the cursor are dropped.
+    gamma: discount of the Monte-Carlo returns-to-go stored with the data.
     num_workers: shards decompressed in parallel.
 
   Returns:
@@ -191,12 +218,14 @@ def load_fixed_replay(
   action = aligned_empty((num_shards, capacity), np.int32)
   reward = aligned_empty((num_shards, capacity), np.float32)
   terminal = aligned_empty((num_shards, capacity), np.uint8)
+  return_to_go = aligned_empty((num_shards, capacity), np.float32)
 
   def load(slot: int) -> np.ndarray:
     shard = fmt.read_shard(replay_dir, chosen[slot], observation_out=observation[slot])
     action[slot] = shard.action
     reward[slot] = shard.reward
     terminal[slot] = shard.terminal
+    return_to_go[slot] = returns_to_go(shard.info, shard.reward, shard.terminal, gamma)
     keep = valid_indices(shard.info, shard.terminal, stack_size, update_horizon)
     if data_fraction < 1.0:
       rng = np.random.default_rng([seed, 1, chosen[slot]])
@@ -214,6 +243,6 @@ def load_fixed_replay(
         f"No valid transitions in checkpoints {chosen} of {replay_dir} (every index is "
         "near the write cursor or straddles an episode end).")
   return FixedReplay(
-      arrays=sampler.ReplayArrays(observation, action, reward, terminal, valid),
+      arrays=sampler.ReplayArrays(observation, action, reward, terminal, valid, return_to_go),
       replay_dir=replay_dir, suffixes=tuple(chosen), frame_shape=first.observation_shape,
       stack_size=stack_size, update_horizon=update_horizon, data_fraction=data_fraction)

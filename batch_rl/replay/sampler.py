@@ -15,7 +15,7 @@ fixed_replay.valid_indices); this module only does index arithmetic, exactly as
   terminal     = any terminal in the trajectory
   next_action  = action stored at i + len(trajectory)
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,8 @@ class ReplayArrays(NamedTuple):
     terminal: uint8 [num_shards, capacity].
     valid: int32 [num_valid], flat indices shard * capacity + i of the states that
       may be sampled (uniformly).
+    return_to_go: optional float32 [num_shards, capacity], discounted Monte-Carlo
+      return from each entry to its episode's end (fixed_replay.returns_to_go).
   """
 
   observation: jax.Array
@@ -38,6 +40,7 @@ class ReplayArrays(NamedTuple):
   reward: jax.Array
   terminal: jax.Array
   valid: jax.Array
+  return_to_go: Optional[jax.Array] = None
 
 
 class Transition(NamedTuple):
@@ -52,6 +55,8 @@ class Transition(NamedTuple):
     terminal: bool [B], a terminal occurred within the n-step trajectory.
     discount: float32 [B], gamma^n * (1 - terminal): multiplies the bootstrap value.
     index: int32 [B], flat index (shard * capacity + i) of each state.
+    return_to_go: float32 [B], Monte-Carlo return from the state (None if the data
+      has none).
   """
 
   state: jax.Array
@@ -62,6 +67,7 @@ class Transition(NamedTuple):
   terminal: jax.Array
   discount: jax.Array
   index: jax.Array
+  return_to_go: Optional[jax.Array] = None
 
 
 def _frame_stack(observation, shard, index, stack_size):
@@ -109,6 +115,8 @@ def gather_transitions(
       terminal=terminal,
       discount=bootstrap * (1.0 - terminal.astype(jnp.float32)),
       index=flat_index.astype(jnp.int32),
+      return_to_go=(None if data.return_to_go is None
+                    else data.return_to_go[shard, index]),
   )
 
 
