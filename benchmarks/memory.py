@@ -59,8 +59,8 @@ def main() -> None:
   base, after_load, after_put, nbytes = (int(x) for x in out.stdout.split())
   gb = lambda b: f"{b / 1e9:.3f} GB"
   print(f"backend: {__import__('jax').default_backend()}, {os.cpu_count()} CPUs")
-  print(f"| shards x capacity | arrays | peak over baseline: load | load + device_put | ratio |")
-  print(f"| --- | --- | --- | --- | --- |")
+  print("| shards x capacity | arrays | peak over baseline: load | load + device_put | ratio |")
+  print("| --- | --- | --- | --- | --- |")
   print(f"| {args.shards} x {args.capacity:,} | {gb(nbytes)} | {gb(after_load - base)} | "
         f"{gb(after_put - base)} | {(after_put - base) / nbytes:.2f} |")
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import gin
-import numpy as np
 import pytest
 
 from batch_rl import checkpointing

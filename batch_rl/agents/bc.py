@@ -18,7 +18,7 @@ from batch_rl.agents import regularizer_terms
 
 
 @gin.configurable(denylist=["num_actions"])
-class BCAgent:
+class BCAgent(common.ValueAgent):
   """Softmax behaviour cloning with the DQNAgent interface.
 
   Args:
@@ -36,21 +36,9 @@ class BCAgent:
                gamma: float = 0.99, update_horizon: int = 1, batch_size: int = 32,
                target_update_period: int = 2000,
                regularizers: Sequence[regularizer_terms.Regularizer] = ()):
-    self.num_actions = num_actions
-    self.network = network(num_actions=num_actions)
-    self.optimizer = optimizer_fn()
-    self.gamma = gamma
-    self.update_horizon = update_horizon
-    self.batch_size = batch_size
-    self.target_update_period = target_update_period
-    self.regularizers = tuple(regularizers)
-    self._needs_next_online = common.needs_next_online(False, self.regularizers)
-
-  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
-    return common.init_state(self.network, self.optimizer, key, state_shape)
-
-  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
-    return self.network.apply(params, states)
+    self._setup(num_actions=num_actions, network=network, optimizer_fn=optimizer_fn,
+                gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
+                target_update_period=target_update_period, regularizers=regularizers)
 
   def loss(self, params, target_params, batch, key):
     """Mean cross-entropy of the dataset actions; metrics Train/Loss, Train/Accuracy."""
@@ -69,7 +57,3 @@ class BCAgent:
                                    next_action=batch.next_action.astype(jnp.int32),
                                    base_tag=None)  # Train/CrossEntropy is logged already
     return loss, metrics
-
-  def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
-    """Epsilon-greedy on the logits (argmax = the most likely dataset action)."""
-    return common.epsilon_greedy(self.apply(params, states).q_values, key, epsilon)

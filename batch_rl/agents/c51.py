@@ -11,7 +11,7 @@ attributes the Runner reads) without subclassing it; the pieces all agents share
 (init, epsilon-greedy, the forward pass over s and s', the regulariser terms) are in
 batch_rl/agents/common.py.
 """
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import gin
 import jax
@@ -29,7 +29,7 @@ from batch_rl.agents import regularizer_terms
 
 
 @gin.configurable(denylist=["num_actions"])
-class C51Agent:
+class C51Agent(common.ValueAgent):
   """Offline C51: categorical return distribution on a fixed support.
 
   Args:
@@ -51,25 +51,12 @@ class C51Agent:
                gamma: float = 0.99, update_horizon: int = 1, batch_size: int = 32,
                target_update_period: int = 2000, double_dqn: bool = False,
                regularizers: Sequence[regularizer_terms.Regularizer] = ()):
-    self.num_actions = num_actions
     self.num_atoms = num_atoms
     self.support = distributional.support(num_atoms, vmin, vmax)
-    self.network = network(num_actions=num_actions, outputs_per_action=num_atoms)
-    self.optimizer = optimizer_fn()
-    self.gamma = gamma
-    self.update_horizon = update_horizon
-    self.batch_size = batch_size
-    self.target_update_period = target_update_period
-    self.double_dqn = double_dqn
-    self.regularizers = tuple(regularizers)
-    self._needs_next_online = common.needs_next_online(double_dqn, self.regularizers)
-
-  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
-    return common.init_state(self.network, self.optimizer, key, state_shape)
-
-  def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
-    """Epsilon-greedy on the expected Q-values."""
-    return common.epsilon_greedy(self.apply(params, states).q_values, key, epsilon)
+    self._setup(num_actions=num_actions, network=network, optimizer_fn=optimizer_fn,
+                gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
+                target_update_period=target_update_period, regularizers=regularizers,
+                double_dqn=double_dqn, outputs_per_action=num_atoms)
 
   def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
     """Network outputs with q_values [B, A] = expected value of the distribution."""

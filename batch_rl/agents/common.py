@@ -86,3 +86,42 @@ def select_head(head_outputs: jax.Array, action: jax.Array) -> jax.Array:
   """head_outputs[b, action[b], :] for [B, A, K] and int [B] -> [B, K]."""
   index = action.astype(jnp.int32)[:, None, None]
   return jnp.take_along_axis(head_outputs, index, axis=1)[:, 0, :]
+
+
+class ValueAgent:
+  """Structure every agent here shares; each agent subclasses only this.
+
+  An agent's constructor keeps its own gin-configurable signature and calls `_setup`
+  with the common hyperparameters; `init`, `apply` and `act` then come from here
+  (an agent whose Q-value is not the network's `q_values`, like C51, overrides
+  `apply`).
+  """
+
+  def _setup(self, *, num_actions: int, network, optimizer_fn, gamma: float,
+             update_horizon: int, batch_size: int, target_update_period: int,
+             regularizers: Sequence[regularizer_terms.Regularizer],
+             double_dqn: bool = False, outputs_per_action: int = 1) -> None:
+    self.num_actions = num_actions
+    self.network = (network(num_actions=num_actions) if outputs_per_action == 1 else
+                    network(num_actions=num_actions, outputs_per_action=outputs_per_action))
+    self.optimizer = optimizer_fn()
+    self.gamma = gamma
+    self.update_horizon = update_horizon
+    self.batch_size = batch_size
+    self.target_update_period = target_update_period
+    self.double_dqn = double_dqn
+    self.regularizers = tuple(regularizers)
+    # The online network's outputs at s' are computed only when something uses them.
+    self._needs_next_online = needs_next_online(double_dqn, self.regularizers)
+
+  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
+    """Fresh TrainState; `state_shape` is one agent state, e.g. (84, 84, 4)."""
+    return init_state(self.network, self.optimizer, key, state_shape)
+
+  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
+    """Network outputs: q_values [B, A], representation [B, D] (and head outputs)."""
+    return self.network.apply(params, states)
+
+  def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
+    """Epsilon-greedy int32 [B] actions on `apply(...).q_values`."""
+    return epsilon_greedy(self.apply(params, states).q_values, key, epsilon)

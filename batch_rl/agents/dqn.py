@@ -22,7 +22,7 @@ BACKUPS = ("q_learning", "sarsa", "monte_carlo")
 
 
 @gin.configurable(denylist=["num_actions"])
-class DQNAgent:
+class DQNAgent(common.ValueAgent):
   """Offline DQN with Dopamine/batch_rl defaults (IUP paper, Table B.1).
 
   Args:
@@ -59,28 +59,13 @@ class DQNAgent:
       raise ValueError("`DQNAgent.double_dqn` applies to backup='q_learning' only.")
     if loss_type not in ("huber", "mse"):
       raise ValueError(f"`DQNAgent.loss_type` must be 'huber' or 'mse', got {loss_type!r}.")
-    self.num_actions = num_actions
-    self.network = network(num_actions=num_actions)
-    self.optimizer = optimizer_fn()
-    self.gamma = gamma
-    self.update_horizon = update_horizon
-    self.batch_size = batch_size
-    self.target_update_period = target_update_period
+    self._setup(num_actions=num_actions, network=network, optimizer_fn=optimizer_fn,
+                gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
+                target_update_period=target_update_period, regularizers=regularizers,
+                double_dqn=double_dqn)
     self.loss_type = loss_type
     self.huber_delta = huber_delta
-    self.double_dqn = double_dqn
     self.backup = backup
-    self.regularizers = tuple(regularizers)
-    # The online network's features at s' are computed only when something uses them.
-    self._needs_next_online = common.needs_next_online(double_dqn, self.regularizers)
-
-  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
-    """Fresh TrainState; `state_shape` is one agent state, e.g. (84, 84, 4)."""
-    return common.init_state(self.network, self.optimizer, key, state_shape)
-
-  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
-    """Q-values [B, A] and representation [B, D] of a batch of states."""
-    return self.network.apply(params, states)
 
   def loss(self, params, target_params, batch, key):
     """Mean TD loss of a `sampler.Transition` batch, and its metrics (TensorBoard tags)."""
@@ -116,7 +101,3 @@ class DQNAgent:
                                    next_online=next_online, batch=batch,
                                    next_action=next_action)
     return loss, metrics
-
-  def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
-    """Epsilon-greedy actions int32 [B] for states [B, ...] (Dopamine: random if u <= eps)."""
-    return common.epsilon_greedy(self.apply(params, states).q_values, key, epsilon)

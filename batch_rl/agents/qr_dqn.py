@@ -10,7 +10,6 @@ Shares init, acting and the loss plumbing with the other agents (agents/common.p
 from typing import Any, Callable, Sequence
 
 import gin
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -23,7 +22,7 @@ from batch_rl.agents import regularizer_terms
 
 
 @gin.configurable(denylist=["num_actions"])
-class QRDQNAgent:
+class QRDQNAgent(common.ValueAgent):
   """Offline QR-DQN: N quantile locations per action, quantile Huber loss.
 
   Args:
@@ -46,29 +45,12 @@ class QRDQNAgent:
                regularizers: Sequence[regularizer_terms.Regularizer] = ()):
     if not kappa > 0:
       raise ValueError(f"`QRDQNAgent.kappa` must be > 0, got {kappa}.")
-    self.num_actions = num_actions
     self.num_quantiles = num_quantiles
     self.kappa = kappa
-    self.network = network(num_actions=num_actions, outputs_per_action=num_quantiles)
-    self.optimizer = optimizer_fn()
-    self.gamma = gamma
-    self.update_horizon = update_horizon
-    self.batch_size = batch_size
-    self.target_update_period = target_update_period
-    self.double_dqn = double_dqn
-    self.regularizers = tuple(regularizers)
-    self._needs_next_online = common.needs_next_online(double_dqn, self.regularizers)
-
-  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
-    return common.init_state(self.network, self.optimizer, key, state_shape)
-
-  def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
-    """Epsilon-greedy on the mean of the quantiles."""
-    return common.epsilon_greedy(self.apply(params, states).q_values, key, epsilon)
-
-  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
-    """q_values [B, A] (mean of the quantiles), representation, quantiles [B, A, N]."""
-    return self.network.apply(params, states)
+    self._setup(num_actions=num_actions, network=network, optimizer_fn=optimizer_fn,
+                gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
+                target_update_period=target_update_period, regularizers=regularizers,
+                double_dqn=double_dqn, outputs_per_action=num_quantiles)
 
   def loss(self, params, target_params, batch, key):
     """Mean quantile Huber loss to r + discount * theta(s', a*), and metrics."""

@@ -57,7 +57,7 @@ def _heads(out: networks.QNetworkOutput) -> jax.Array:
 
 
 @gin.configurable(denylist=["num_actions"])
-class MultiHeadDQNAgent:
+class MultiHeadDQNAgent(common.ValueAgent):
   """REM or ensemble DQN over a K-head Q-network; the DQNAgent interface.
 
   Args:
@@ -88,26 +88,15 @@ class MultiHeadDQNAgent:
     if loss_type not in ("huber", "mse"):
       raise ValueError(
           f"`MultiHeadDQNAgent.loss_type` must be 'huber' or 'mse', got {loss_type!r}.")
-    self.num_actions = num_actions
     self.num_heads = num_heads
     self.mixing = mixing
-    self.network = network(num_actions=num_actions, outputs_per_action=num_heads)
-    self.optimizer = optimizer_fn()
-    self.gamma = gamma
-    self.update_horizon = update_horizon
-    self.batch_size = batch_size
-    self.target_update_period = target_update_period
     self.loss_type = loss_type
     self.huber_delta = huber_delta
-    self.regularizers = tuple(regularizers)
-    self._needs_next_online = common.needs_next_online(False, self.regularizers)
-
-  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
-    return common.init_state(self.network, self.optimizer, key, state_shape)
-
-  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
-    """q_values [B, A] (mean over heads), representation, head_outputs [B, A, K]."""
-    return self.network.apply(params, states)
+    # q_values from the network are the mean over heads (batch_rl's), which acting uses.
+    self._setup(num_actions=num_actions, network=network, optimizer_fn=optimizer_fn,
+                gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
+                target_update_period=target_update_period, regularizers=regularizers,
+                outputs_per_action=num_heads)
 
   def alpha(self, key: jax.Array) -> jax.Array:
     """The REM mixing weights `loss(..., key)` uses: random_convex_combination(key, K)."""
@@ -148,7 +137,3 @@ class MultiHeadDQNAgent:
                                    online=online, next_online=next_online, batch=batch,
                                    next_action=next_action)
     return loss, metrics
-
-  def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
-    """Epsilon-greedy on the mean over heads (batch_rl's q_values)."""
-    return common.epsilon_greedy(self.apply(params, states).q_values, key, epsilon)

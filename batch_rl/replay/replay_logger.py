@@ -9,8 +9,6 @@ before the first entry and after every terminal it adds stack_size - 1 all-zero
 entries, so episode-initial states are zero-padded stacks. A shard is written (suffix
 0, 1, ...) each time `capacity` more entries have been added.
 """
-import os
-
 import numpy as np
 
 from batch_rl.replay import dqn_replay_format as fmt
@@ -63,7 +61,3 @@ class ReplayLogger:
     if self.clip_rewards:
       reward = float(np.clip(reward, -1.0, 1.0))
     self._put(frame, action, reward, terminal)
-
-  @property
-  def path(self) -> str:
-    return os.fspath(self.replay_dir)
