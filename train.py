@@ -29,7 +29,7 @@ def main(argv):
   from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top
   try:
     config_lib.parse_gin(FLAGS.gin_files, FLAGS.gin_bindings)
-    runner = run_experiment.FixedReplayRunner(base_dir=FLAGS.base_dir)
+    runner = run_experiment.create_runner(base_dir=FLAGS.base_dir)
   except config_lib.USER_ERRORS as e:
     sys.exit(f"error: {e}")
   runner.run()

@@ -252,3 +252,14 @@ class FixedReplayRunner:
           metrics.get("Eval/NumEpisodes", 0), durations[-1], _format_duration(eta))
     writer.close()
     return metrics
+
+
+@gin.configurable(denylist=["base_dir"])
+def create_runner(base_dir: str, runner_fn: Callable[..., object] = FixedReplayRunner):
+  """The runner `train.py` builds: `create_runner.runner_fn = @SomeRunner` in gin.
+
+  Every runner takes `base_dir` and offers `run()`; FixedReplayRunner (offline, the
+  default) is the one defined here.
+  """
+  return runner_fn(base_dir=base_dir)
+
