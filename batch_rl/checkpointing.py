@@ -61,3 +61,26 @@ def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, An
         "by a different configuration: use a new --base_dir, or the gin config in "
         f"{os.path.dirname(checkpoint_dir)}/config.gin.") from e
   return int(restored["iteration"]), restored["state"]
+
+
+def read_state_dict(checkpoint_dir: str, iteration: Optional[int] = None
+                    ) -> tuple[int, dict[str, Any]]:
+  """(iteration, state as nested dicts of numpy arrays) without a template.
+
+  For reading another run's parameters (e.g. the policy FQE evaluates), whose agent
+  is not this run's. `iteration` None = the newest checkpoint. FileNotFoundError
+  naming the directory if there is no such checkpoint.
+  """
+  iterations = list_iterations(checkpoint_dir)
+  if not iterations:
+    raise FileNotFoundError(f"No checkpoint (ckpt_<iteration>.msgpack) in {checkpoint_dir}.")
+  if iteration is None:
+    iteration = iterations[-1]
+  elif iteration not in iterations:
+    raise FileNotFoundError(f"No checkpoint of iteration {iteration} in {checkpoint_dir}; "
+                            f"it holds iterations {iterations}.")
+  path = _path(checkpoint_dir, iteration)
+  with gfile().GFile(path, "rb") as f:
+    payload = flax.serialization.msgpack_restore(f.read())
+  return iteration, payload["state"]
+

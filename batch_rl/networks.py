@@ -33,11 +33,18 @@ class QNetworkOutput(NamedTuple):
       action (`outputs_per_action` > 1: C51 logits, QR-DQN quantiles, REM/ensemble
       heads), else None. q_values is then their mean over K; agents whose Q-value is
       another functional of them (C51's expectation) compute it themselves.
+    kl: [B] KL(q(z|s) || N(0, I)) of the variational information bottleneck, when
+      the network has one (`bottleneck='vib'`), else None.
+    contrastive_query: [B, D] W^T phi(s), CURL's bilinear projection of the
+      representation (so that q^T W k = contrastive_query . k), when the network
+      has one (`contrastive_projection=True`), else None.
   """
 
   q_values: jax.Array
   representation: jax.Array
   head_outputs: Optional[jax.Array] = None
+  kl: Optional[jax.Array] = None
+  contrastive_query: Optional[jax.Array] = None
 
 
 # Activation applied after every hidden layer, selected by name so that gin
@@ -94,17 +101,68 @@ def _shape_error(network: str, expected: str, shape) -> ValueError:
 
 
 def _q_head(phi: jax.Array, num_actions: int, outputs_per_action: int,
-            init) -> QNetworkOutput:
-  """The last Dense layer: Q-values, or K outputs per action and their mean."""
+            init) -> tuple[jax.Array, Optional[jax.Array]]:
+  """The last Dense layer: (q_values, None), or (mean over K, [B, A, K] outputs)."""
   if outputs_per_action < 1:
     raise ValueError(f"outputs_per_action must be >= 1, got {outputs_per_action}")
   if outputs_per_action == 1:
-    q = nn.Dense(features=num_actions, kernel_init=init)(phi)
-    return QNetworkOutput(q_values=q, representation=phi)
+    return nn.Dense(features=num_actions, kernel_init=init)(phi), None
   out = nn.Dense(features=num_actions * outputs_per_action, kernel_init=init)(phi)
   out = out.reshape(phi.shape[0], num_actions, outputs_per_action)  # [B, A, K]
-  return QNetworkOutput(q_values=jnp.mean(out, axis=-1), representation=phi,
-                        head_outputs=out)
+  return jnp.mean(out, axis=-1), out
+
+
+BOTTLENECKS = ("none", "vib")
+
+
+def _representation_and_head(module: nn.Module, x: jax.Array, train: bool,
+                             init) -> QNetworkOutput:
+  """Penultimate layer, its optional interventions, and the Q head.
+
+  Called inside a module's compact `__call__` (so the layers are the module's own),
+  with `x` the flattened torso output. `module` carries the attributes num_actions,
+  hidden_units, activation, outputs_per_action, dropout_rate, bottleneck and
+  contrastive_projection. Without interventions the layers are exactly
+  Dense_0 (representation) and Dense_1 (head), as Dopamine's networks; the extra
+  layers have explicit names so they never renumber those.
+
+  * dropout_rate > 0: dropout on the representation before the head (empirical
+    study, Gulcehre et al. 2022), active only when `train` (rng stream 'dropout').
+    `representation` stays the layer's activations before dropout.
+  * bottleneck='vib': variational information bottleneck (Alemi et al. 2017; the
+    talk's overfitting correction, papers/004): z = mu + sigma * eps with
+    mu = the representation layer's activations and sigma = softplus(a separate
+    Dense of the torso output); the head reads z when `train` (rng stream
+    'bottleneck') and mu otherwise; `kl` = KL(N(mu, sigma^2) || N(0, I)) per sample.
+    `representation` is what the head reads.
+  * contrastive_projection: also returns W^T phi for CURL's bilinear similarity.
+  """
+  act = get_activation(module.activation)
+  if not 0.0 <= module.dropout_rate < 1.0:
+    raise ValueError(f"{type(module).__name__}.dropout_rate must be in [0, 1), got "
+                     f"{module.dropout_rate}")
+  if module.bottleneck not in BOTTLENECKS:
+    raise ValueError(f"{type(module).__name__}.bottleneck must be one of {BOTTLENECKS}, "
+                     f"got {module.bottleneck!r}")
+  phi = act(nn.Dense(features=module.hidden_units, kernel_init=init)(x))
+  kl = None
+  if module.bottleneck == "vib":
+    sigma = nn.softplus(nn.Dense(features=module.hidden_units, kernel_init=init,
+                                 name="vib_scale")(x)) + 1e-6
+    kl = 0.5 * jnp.sum(phi**2 + sigma**2 - 1.0 - 2.0 * jnp.log(sigma), axis=-1)
+    if train:
+      phi = phi + sigma * jax.random.normal(module.make_rng("bottleneck"), phi.shape)
+  query = None
+  if module.contrastive_projection:
+    query = nn.Dense(features=module.hidden_units, use_bias=False, kernel_init=init,
+                     name="curl_bilinear")(phi)
+  head_in = phi
+  if module.dropout_rate > 0:
+    head_in = nn.Dropout(rate=module.dropout_rate, deterministic=not train)(phi)
+  q_values, head_outputs = _q_head(head_in, module.num_actions, module.outputs_per_action,
+                                   init)
+  return QNetworkOutput(q_values=q_values, representation=phi, head_outputs=head_outputs,
+                        kl=kl, contrastive_query=query)
 
 
 @gin.configurable
@@ -125,6 +183,9 @@ class NatureDQNNetwork(nn.Module):
     outputs_per_action: K outputs per action (51 C51 atoms, 200 QR-DQN quantiles,
       REM heads); 1 for DQN.
     activation: key of `ACTIVATIONS`.
+    dropout_rate: dropout on the representation before the head (train only).
+    bottleneck: "none", or "vib" (variational information bottleneck).
+    contrastive_projection: add CURL's bilinear matrix W (`contrastive_query`).
   """
 
   num_actions: int
@@ -132,9 +193,12 @@ class NatureDQNNetwork(nn.Module):
   hidden_units: int = 512
   outputs_per_action: int = 1
   activation: str = "relu"
+  dropout_rate: float = 0.0
+  bottleneck: str = "none"
+  contrastive_projection: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> QNetworkOutput:
+  def __call__(self, x: jax.Array, train: bool = False) -> QNetworkOutput:
     """Args: x: [B, 84, 84, 4] raw pixels (uint8, or any dtype holding 0..255).
 
     Returns: QNetworkOutput with q_values [B, num_actions] and representation
@@ -161,8 +225,7 @@ class NatureDQNNetwork(nn.Module):
       )(x)
       x = act(x)
     x = x.reshape((x.shape[0], -1))  # row-major (H, W, C) flatten per example
-    phi = act(nn.Dense(features=self.hidden_units, kernel_init=init)(x))
-    return _q_head(phi, self.num_actions, self.outputs_per_action, init)
+    return _representation_and_head(self, x, train, init)
 
 
 @gin.configurable
@@ -181,6 +244,9 @@ class MinAtarDQNNetwork(nn.Module):
     outputs_per_action: K outputs per action (51 C51 atoms, 200 QR-DQN quantiles,
       REM heads); 1 for DQN.
     activation: key of `ACTIVATIONS`.
+    dropout_rate: dropout on the representation before the head (train only).
+    bottleneck: "none", or "vib" (variational information bottleneck).
+    contrastive_projection: add CURL's bilinear matrix W (`contrastive_query`).
   """
 
   num_actions: int
@@ -188,9 +254,12 @@ class MinAtarDQNNetwork(nn.Module):
   hidden_units: int = 128
   outputs_per_action: int = 1
   activation: str = "relu"
+  dropout_rate: float = 0.0
+  bottleneck: str = "none"
+  contrastive_projection: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> QNetworkOutput:
+  def __call__(self, x: jax.Array, train: bool = False) -> QNetworkOutput:
     """Args: x: [B, 10, 10, C] or [B, 10, 10, C, S] (S stacked frames), 0/1
     valued (bool, uint8 or float). A stacked input is merged to
     [B, 10, 10, C * S] (channel-major, frame-minor). No /255: the values are
@@ -217,5 +286,4 @@ class MinAtarDQNNetwork(nn.Module):
     )(x)
     x = act(x)
     x = x.reshape((x.shape[0], -1))
-    phi = act(nn.Dense(features=self.hidden_units, kernel_init=init)(x))
-    return _q_head(phi, self.num_actions, self.outputs_per_action, init)
+    return _representation_and_head(self, x, train, init)

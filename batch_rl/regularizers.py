@@ -8,6 +8,7 @@ with `check_coefficient`).
 * `dr3_penalty`           DR3 (Kumar et al., ICLR 2022), with `DR3Config` variants.
 * `cql_penalty`,
   `cql_penalty_quantiles` CQL(H) for discrete actions (Kumar et al., NeurIPS 2020).
+* `info_nce`              CURL's contrastive loss (Laskin et al., ICML 2020).
 """
 import dataclasses
 import math
@@ -247,6 +248,29 @@ def cql_penalty_quantiles(quantiles: jax.Array, action: jax.Array,
     temperature: tau > 0.
   """
   return cql_penalty(jnp.mean(quantiles, axis=-1), action, temperature)
+
+
+# ------------------------------------------------------------------------------ CURL
+
+
+def info_nce(query: jax.Array, keys: jax.Array) -> jax.Array:
+  """CURL's contrastive loss: mean_i -log softmax_j(query_i . keys_j)[i].
+
+  Args:
+    query: [B, D] queries (for CURL already multiplied by the bilinear W: W^T q).
+    keys: [B, D] keys; keys[i] is query[i]'s positive, the other rows its negatives.
+
+  Returns:
+    Scalar cross-entropy of identifying each query's own key (log B for uninformative
+    features). The row max is subtracted before the softmax, as CURL does.
+  """
+  if query.shape != keys.shape or query.ndim != 2:
+    raise ValueError(f"info_nce expects two [B, D] arrays, got {query.shape} and "
+                     f"{keys.shape}")
+  logits = query @ keys.T
+  logits = logits - jnp.max(logits, axis=1, keepdims=True)
+  log_probs = jax.nn.log_softmax(logits, axis=1)
+  return -jnp.mean(jnp.diagonal(log_probs))
 
 
 # ------------------------------------------------------------------------ coefficient

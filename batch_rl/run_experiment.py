@@ -20,6 +20,7 @@ from batch_rl import checkpointing
 from batch_rl import diagnostics
 from batch_rl import losses
 from batch_rl import summary_writer
+from batch_rl.agents import common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.environments import evaluation
@@ -114,6 +115,8 @@ class FixedReplayRunner:
     try:
       self._initial_state = self.agent.init(jax.random.fold_in(self._key, 0),
                                             self.replay.state_shape)
+    except common.RepresentationError as e:
+      raise ConfigError(str(e)) from e
     except ValueError as e:
       raise ConfigError(
           f"The network of {type(self.agent).__name__} does not take the states of "

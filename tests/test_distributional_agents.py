@@ -182,7 +182,7 @@ def test_c51_terminal_target_is_projected_reward():
   batch = make_batch()
   row = 2  # terminal, reward 12
   one = jax.tree.map(lambda x: x[row:row + 1], batch)
-  loss, _ = agent.loss(params, target_params, one, None)
+  loss, _ = agent.loss(params, target_params, one, jax.random.PRNGKey(0))
   logits, _ = raw(agent, params, batch.state)
   a = int(batch.action[row])
   ref = -(logits[row, a, -1] - np.log(np.exp(logits[row, a]).sum()))
@@ -245,8 +245,8 @@ def test_lp_regularizer_composes(make):
   agent = make(regularizers=[regularizer_terms.LpRegularizer(coef)])
   params, target_params = params_pair(agent)
   batch = make_batch()
-  base, _ = base_agent.loss(params, target_params, batch, None)
-  loss, metrics = agent.loss(params, target_params, batch, None)
+  base, _ = base_agent.loss(params, target_params, batch, jax.random.PRNGKey(0))
+  loss, metrics = agent.loss(params, target_params, batch, jax.random.PRNGKey(0))
   _, phi = raw(agent, params, batch.state)
   lp = np_lp(phi)
   assert lp > 0
@@ -261,8 +261,8 @@ def test_cql_regularizer_sees_expected_q():
   agent = make_c51(regularizers=[regularizer_terms.CQLRegularizer(coef)])
   params, target_params = params_pair(agent)
   batch = make_batch()
-  base, _ = make_c51().loss(params, target_params, batch, None)
-  loss, _ = agent.loss(params, target_params, batch, None)
+  base, _ = make_c51().loss(params, target_params, batch, jax.random.PRNGKey(0))
+  loss, _ = agent.loss(params, target_params, batch, jax.random.PRNGKey(0))
   logits, _ = raw(agent, params, batch.state)
   q = (np_softmax(logits) * np.linspace(-10, 10, 51)).sum(-1)
   gap = np.log(np.exp(q).sum(1)) - q[np.arange(5), np.asarray(batch.action)]
@@ -273,7 +273,7 @@ def test_cql_regularizer_sees_expected_q():
 def test_dr3_regularizer_runs(make):
   agent = make(regularizers=[regularizer_terms.DR3Regularizer(0.1)])
   params, target_params = params_pair(agent)
-  loss, metrics = agent.loss(params, target_params, make_batch(), None)
+  loss, metrics = agent.loss(params, target_params, make_batch(), jax.random.PRNGKey(0))
   assert np.isfinite(float(loss)) and np.isfinite(float(metrics["Train/DR3"]))
   np.testing.assert_allclose(float(loss), float(metrics["Train/TDLoss"])
                              + 0.1 * float(metrics["Train/DR3"]), rtol=1e-5)

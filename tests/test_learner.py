@@ -172,7 +172,7 @@ def test_one_update_changes_every_leaf_by_adams_first_step():
 
   batch = sampler.gather_transitions(data, jnp.full((BATCH,), 5, jnp.int32), stack_size=1,
                                      gamma=0.99)
-  grads = jax.jit(jax.grad(lambda p: agent.loss(p, state0.target_params, batch, None)[0]))(
+  grads = jax.jit(jax.grad(lambda p: agent.loss(p, state0.target_params, batch, jax.random.PRNGKey(0))[0]))(
       state0.params)
   for path_leaf, p0, p1, g in zip(jax.tree_util.tree_leaves_with_path(state0.params),
                                   jax.tree.leaves(state0.params), jax.tree.leaves(state1.params),

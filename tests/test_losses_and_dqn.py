@@ -183,7 +183,7 @@ def test_dqn_loss_gradient_hand_worked(double_dqn):
   agent = dqn.DQNAgent(2, network=TableQ, optimizer_fn=learner.create_optimizer,
                        double_dqn=double_dqn)
   params, target_params, batch = _table_setup()
-  g_online, g_target = jax.jit(jax.grad(lambda p, t: agent.loss(p, t, batch, None)[0],
+  g_online, g_target = jax.jit(jax.grad(lambda p, t: agent.loss(p, t, batch, jax.random.PRNGKey(0))[0],
                                         argnums=(0, 1)))(params, target_params)
   sign = 1.0 if double_dqn else -1.0
   np.testing.assert_allclose(np.asarray(g_online["params"]["w"]),
@@ -282,7 +282,7 @@ def test_fixture_discriminates_variants():
   for double_dqn in (False, True):
     for loss_type in ("huber", "mse"):
       loss_fn = _jitted_loss(double_dqn, loss_type)
-      losses_by_variant[double_dqn, loss_type] = float(loss_fn(online, target, batch, None)[0])
+      losses_by_variant[double_dqn, loss_type] = float(loss_fn(online, target, batch, jax.random.PRNGKey(0))[0])
   assert losses_by_variant[False, "huber"] != pytest.approx(losses_by_variant[True, "huber"])
   assert losses_by_variant[False, "mse"] != pytest.approx(losses_by_variant[True, "mse"])
   assert losses_by_variant[False, "huber"] < losses_by_variant[False, "mse"]
@@ -293,7 +293,7 @@ def test_terminal_transitions_ignore_next_state():
   of the non-terminal ones changes it."""
   online, target, batch, _ = _minatar_fixture()
   agent = _minatar_agent()
-  loss_fn = jax.jit(lambda b: agent.loss(online, target, b, None)[0])
+  loss_fn = jax.jit(lambda b: agent.loss(online, target, b, jax.random.PRNGKey(0))[0])
   base = float(loss_fn(batch))
   flipped_terminal = np.asarray(batch.next_state).copy()
   flipped_terminal[[1, 4]] = 1 - flipped_terminal[[1, 4]]
@@ -324,10 +324,10 @@ def test_no_gradient_through_target(double_dqn):
 
   @jax.jit
   def grads(p, t):
-    g_online, g_target = jax.grad(lambda p, t: agent.loss(p, t, batch, None)[0],
+    g_online, g_target = jax.grad(lambda p, t: agent.loss(p, t, batch, jax.random.PRNGKey(0))[0],
                                   argnums=(0, 1))(p, t)
     # Same params for online and target: the gradient still only goes through Q(s, a).
-    g_shared = jax.grad(lambda p: agent.loss(p, p, batch, None)[0])(p)
+    g_shared = jax.grad(lambda p: agent.loss(p, p, batch, jax.random.PRNGKey(0))[0])(p)
     return g_online, g_target, g_shared, jax.grad(regression)(p)
 
   g_online, g_target, g_shared, g_ref = grads(online, target)

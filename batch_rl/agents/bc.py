@@ -42,9 +42,9 @@ class BCAgent(common.ValueAgent):
 
   def loss(self, params, target_params, batch, key):
     """Mean cross-entropy of the dataset actions; metrics Train/Loss, Train/Accuracy."""
-    del target_params, key
+    forward_key, regularizer_key, _ = common.split_loss_key(key)
     online, next_online = common.online_outputs(self.apply, params, batch,
-                                                self._needs_next_online)
+                                                self._needs_next_online, forward_key)
     logits = online.q_values
     action = batch.action.astype(jnp.int32)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -52,8 +52,9 @@ class BCAgent(common.ValueAgent):
     ce = jnp.mean(nll)
     accuracy = jnp.mean((jnp.argmax(logits, axis=1) == action).astype(jnp.float32))
     metrics = {"Train/CrossEntropy": ce, "Train/Accuracy": accuracy}
-    loss = common.add_regularizers(ce, metrics, self.regularizers, q_values=logits,
-                                   online=online, next_online=next_online, batch=batch,
-                                   next_action=batch.next_action.astype(jnp.int32),
-                                   base_tag=None)  # Train/CrossEntropy is logged already
+    loss = self.add_regularizers(ce, metrics, params=params, target_params=target_params,
+                                 key=regularizer_key, q_values=logits, online=online,
+                                 next_online=next_online, batch=batch,
+                                 next_action=batch.next_action.astype(jnp.int32),
+                                 base_tag=None)  # Train/CrossEntropy is logged already
     return loss, metrics

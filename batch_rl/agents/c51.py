@@ -11,7 +11,7 @@ attributes the Runner reads) without subclassing it; the pieces all agents share
 (init, epsilon-greedy, the forward pass over s and s', the regulariser terms) are in
 batch_rl/agents/common.py.
 """
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gin
 import jax
@@ -58,15 +58,17 @@ class C51Agent(common.ValueAgent):
                 target_update_period=target_update_period, regularizers=regularizers,
                 double_dqn=double_dqn, outputs_per_action=num_atoms)
 
-  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
+  def apply(self, params: Any, states: jax.Array,
+            key: Optional[jax.Array] = None) -> networks.QNetworkOutput:
     """Network outputs with q_values [B, A] = expected value of the distribution."""
-    out = self.network.apply(params, states)
+    out = super().apply(params, states, key)
     return out._replace(q_values=distributional.expected_q(out.head_outputs, self.support))
 
   def loss(self, params, target_params, batch, key):
     """Mean cross-entropy to the projected target distribution, and metrics."""
-    del key  # Deterministic.
-    online, next_online = common.online_outputs(self.apply, params, batch, self._needs_next_online)
+    forward_key, regularizer_key, _ = common.split_loss_key(key)
+    online, next_online = common.online_outputs(self.apply, params, batch,
+                                                self._needs_next_online, forward_key)
     target_out = self.apply(target_params, batch.next_state)
     if self.double_dqn:
       next_action = jnp.argmax(next_online.q_values, axis=1)
@@ -83,8 +85,9 @@ class C51Agent(common.ValueAgent):
         "Train/TDError": jnp.mean(jnp.abs(target_mean - q_data)),
         "Train/QData": jnp.mean(q_data),
     }
-    loss = common.add_regularizers(td_loss, metrics, self.regularizers,
-                                   q_values=online.q_values, online=online,
-                                   next_online=next_online, batch=batch,
-                                   next_action=next_action)
+    loss = self.add_regularizers(td_loss, metrics, params=params,
+                                 target_params=target_params, key=regularizer_key,
+                                 q_values=online.q_values, online=online,
+                                 next_online=next_online, batch=batch,
+                                 next_action=next_action)
     return loss, metrics

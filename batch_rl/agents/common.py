@@ -14,6 +14,10 @@ from batch_rl.agents import learner
 from batch_rl.agents import regularizer_terms
 
 
+class RepresentationError(ValueError):
+  """The agent's network does not return the penultimate features Phi."""
+
+
 def init_state(network, optimizer: optax.GradientTransformation, key: jax.Array,
                state_shape: tuple[int, ...]) -> learner.TrainState:
   """Fresh TrainState for a Flax `network` on uint8 states of `state_shape`."""
@@ -40,46 +44,25 @@ def needs_next_online(double_dqn: bool,
   return double_dqn or any(r.needs_next_representation for r in regularizers)
 
 
-def online_outputs(apply_fn, params: Any, batch, with_next: bool
+def online_outputs(apply_fn, params: Any, batch, with_next: bool,
+                   key: Optional[jax.Array] = None
                    ) -> tuple[networks.QNetworkOutput, Optional[networks.QNetworkOutput]]:
-  """Online outputs at s and, if `with_next`, at s' (one forward pass over both)."""
+  """Online outputs at s and, if `with_next`, at s' (one forward pass over both).
+
+  `key` turns on the network's stochastic interventions (dropout, VIB sampling).
+  """
   if not with_next:
-    return apply_fn(params, batch.state), None
+    return apply_fn(params, batch.state, key), None
   batch_size = batch.state.shape[0]
-  both = apply_fn(params, jnp.concatenate([batch.state, batch.next_state]))
+  both = apply_fn(params, jnp.concatenate([batch.state, batch.next_state]), key)
   return (jax.tree.map(lambda x: x[:batch_size], both),
           jax.tree.map(lambda x: x[batch_size:], both))
 
 
-def add_regularizers(base_loss: jax.Array, metrics: dict[str, jax.Array],
-                     regularizers: Sequence[regularizer_terms.Regularizer], *,
-                     q_values: jax.Array, online: networks.QNetworkOutput,
-                     next_online: Optional[networks.QNetworkOutput], batch,
-                     next_action: jax.Array,
-                     base_tag: Optional[str] = "Train/TDLoss") -> jax.Array:
-  """base_loss + every regulariser term; fills `metrics` (and Train/Loss) in place.
-
-  Args:
-    q_values: [B, A] the agent's Q-values at s (expected values for distributional
-      agents, the mixture for REM), which CQL reads.
-    next_action: int [B] the action the agent's backup uses at s'.
-    base_tag: tag under which base_loss is logged when regularisers are on (None: the
-      agent logs it itself).
-  """
-  loss = base_loss
-  if regularizers:
-    inputs = regularizer_terms.LossInputs(
-        q_values=q_values, phi=online.representation,
-        phi_next=None if next_online is None else next_online.representation,
-        action=batch.action, next_action=next_action, terminal=batch.terminal)
-    for term in regularizers:
-      value, term_metrics = term(inputs)
-      loss = loss + value
-      metrics.update(term_metrics)
-    if base_tag is not None:
-      metrics[base_tag] = base_loss
-  metrics["Train/Loss"] = loss
-  return loss
+def split_loss_key(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(forward, regularisers, agent) keys from a loss's key, the same way for all."""
+  forward_key, regularizer_key, agent_key = jax.random.split(key, 3)
+  return forward_key, regularizer_key, agent_key
 
 
 def select_head(head_outputs: jax.Array, action: jax.Array) -> jax.Array:
@@ -102,26 +85,110 @@ class ValueAgent:
              regularizers: Sequence[regularizer_terms.Regularizer],
              double_dqn: bool = False, outputs_per_action: int = 1) -> None:
     self.num_actions = num_actions
-    self.network = (network(num_actions=num_actions) if outputs_per_action == 1 else
-                    network(num_actions=num_actions, outputs_per_action=outputs_per_action))
+    self.regularizers = tuple(regularizers)
+    self.network = _build_network(network, num_actions, outputs_per_action,
+                                  self.regularizers)
+    # Networks with dropout or a VIB are stochastic while training (key given).
+    self._stochastic = (getattr(self.network, "dropout_rate", 0.0) > 0
+                        or getattr(self.network, "bottleneck", "none") != "none")
     self.optimizer = optimizer_fn()
     self.gamma = gamma
     self.update_horizon = update_horizon
     self.batch_size = batch_size
     self.target_update_period = target_update_period
     self.double_dqn = double_dqn
-    self.regularizers = tuple(regularizers)
     # The online network's outputs at s' are computed only when something uses them.
     self._needs_next_online = needs_next_online(double_dqn, self.regularizers)
 
   def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
     """Fresh TrainState; `state_shape` is one agent state, e.g. (84, 84, 4)."""
-    return init_state(self.network, self.optimizer, key, state_shape)
+    state = init_state(self.network, self.optimizer, key, state_shape)
+    out = jax.eval_shape(self.apply, state.params,
+                         jax.ShapeDtypeStruct((2,) + tuple(state_shape), jnp.uint8))
+    representation = getattr(out, "representation", None)
+    if representation is None or len(representation.shape) != 2:
+      users = [type(r).__name__ for r in self.regularizers] or ["the Runner's diagnostics"]
+      raise RepresentationError(
+          f"{', '.join(users)} need the penultimate features, but "
+          f"{type(self.network).__name__} returns no [B, D] `representation`: bind the "
+          "agent's `network` to one returning networks.QNetworkOutput.")
+    return state
 
-  def apply(self, params: Any, states: jax.Array) -> networks.QNetworkOutput:
-    """Network outputs: q_values [B, A], representation [B, D] (and head outputs)."""
-    return self.network.apply(params, states)
+  def apply(self, params: Any, states: jax.Array,
+            key: Optional[jax.Array] = None) -> networks.QNetworkOutput:
+    """Network outputs: q_values [B, A], representation [B, D] (and head outputs).
+
+    With a `key` the network runs in training mode: its dropout and VIB sampling (if
+    it has them) draw from it. Without one, it is deterministic (targets, acting,
+    diagnostics).
+    """
+    if key is None or not self._stochastic:
+      return self.network.apply(params, states)
+    dropout_key, bottleneck_key = jax.random.split(key)
+    return self.network.apply(params, states, train=True,
+                              rngs={"dropout": dropout_key, "bottleneck": bottleneck_key})
 
   def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
     """Epsilon-greedy int32 [B] actions on `apply(...).q_values`."""
     return epsilon_greedy(self.apply(params, states).q_values, key, epsilon)
+
+  def add_regularizers(self, base_loss: jax.Array, metrics: dict[str, jax.Array], *,
+                       params: Any, target_params: Any, key: jax.Array,
+                       q_values: jax.Array, online: networks.QNetworkOutput,
+                       next_online: Optional[networks.QNetworkOutput], batch,
+                       next_action: jax.Array,
+                       base_tag: Optional[str] = "Train/TDLoss") -> jax.Array:
+    """base_loss + every regulariser term; fills `metrics` (and Train/Loss) in place.
+
+    Args:
+      params, target_params: the loss's parameters (terms such as CURL run the
+        network on other inputs).
+      key: the regularisers' PRNG key (`split_loss_key`).
+      q_values: [B, A] the agent's Q-values at s (expected values for distributional
+        agents, the mixture for REM), which CQL reads.
+      next_action: int [B] the action the agent's backup uses at s'.
+      base_tag: tag under which base_loss is logged when regularisers are on (None:
+        the agent logs it itself).
+    """
+    loss = base_loss
+    if self.regularizers:
+      inputs = regularizer_terms.LossInputs(
+          q_values=q_values, phi=online.representation,
+          phi_next=None if next_online is None else next_online.representation,
+          action=batch.action, next_action=next_action, terminal=batch.terminal,
+          state=batch.state, kl=online.kl,
+          forward=lambda states, k: self.apply(params, states, k),
+          target_forward=lambda states: self.apply(target_params, states))
+      keys = jax.random.split(key, len(self.regularizers))
+      for term, term_key in zip(self.regularizers, keys):
+        value, term_metrics = term(inputs, term_key)
+        loss = loss + value
+        metrics.update(term_metrics)
+      if base_tag is not None:
+        metrics[base_tag] = base_loss
+    metrics["Train/Loss"] = loss
+    return loss
+
+
+def _build_network(network, num_actions: int, outputs_per_action: int,
+                   regularizers: Sequence[regularizer_terms.Regularizer]):
+  """network(num_actions, ...) with the options the regularisers need (VIB, CURL)."""
+  kwargs = {"num_actions": num_actions}
+  if outputs_per_action != 1:
+    kwargs["outputs_per_action"] = outputs_per_action
+  needed = {}
+  for term in regularizers:
+    for option, value in getattr(term, "network_options", {}).items():
+      if option in needed and needed[option] != value:
+        raise ValueError(f"Regularisers ask for conflicting network options {option}="
+                         f"{needed[option]!r} and {value!r}.")
+      needed[option] = value
+  if not needed:
+    return network(**kwargs)
+  try:
+    return network(**kwargs, **needed)
+  except TypeError as e:
+    users = [type(r).__name__ for r in regularizers if getattr(r, "network_options", None)]
+    name = getattr(network, "__name__", repr(network))
+    raise ValueError(f"{', '.join(users)} need a network with {needed}, which {name} "
+                     f"does not take ({e}).") from e

@@ -4,7 +4,7 @@ The agent object holds only structure (network module, optimizer, hyperparameter
 all that changes lives in `learner.TrainState`. Its three pure pieces are
 `init`, `loss` and `act`; the Runner never looks inside.
 """
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gin
 import jax
@@ -14,11 +14,12 @@ import optax
 from batch_rl import losses
 from batch_rl import networks
 from batch_rl.agents import common
+from batch_rl.agents import fixed_policy  # pylint: disable=unused-import (registers @CheckpointPolicy)
 from batch_rl.agents import learner
 from batch_rl.agents import regularizer_terms
 
 
-BACKUPS = ("q_learning", "sarsa", "monte_carlo")
+BACKUPS = ("q_learning", "sarsa", "fqe", "monte_carlo")
 
 
 @gin.configurable(denylist=["num_actions"])
@@ -38,12 +39,15 @@ class DQNAgent(common.ValueAgent):
     huber_delta: Huber loss threshold.
     double_dqn: bootstrap with the target network's value of the online argmax.
     backup: "q_learning" (a' = argmax, the control setting), "sarsa" (a' = the
-      dataset's next action: policy evaluation of the behaviour policy, IUP Fig. 4d)
-      or "monte_carlo" (regression onto the discounted return-to-go of the stored
+      dataset's next action: policy evaluation of the behaviour policy, IUP Fig. 4d),
+      "fqe" (fitted Q evaluation of a fixed policy: a' = evaluation_policy(s'),
+      IUP Fig. 4d / A.9) or "monte_carlo" (regression onto the discounted return-to-go of the stored
       trajectory, no bootstrapping: IUP Fig. 4d / A.10; DR3 then pairs phi(s) with
       phi(s') under the dataset's next action).
-    regularizers: loss terms added to the TD loss (regularizer_terms: Lp, DR3, CQL),
-      e.g. `DQNAgent.regularizers = [@LpRegularizer()]` in gin.
+    regularizers: loss terms added to the TD loss (regularizer_terms: Lp, DR3, CQL,
+      CURL, VIB), e.g. `DQNAgent.regularizers = [@LpRegularizer()]` in gin.
+    evaluation_policy: with backup="fqe", the policy evaluated: a constructor taking
+      `num_actions` and `default_network` (gin: `@CheckpointPolicy`).
   """
 
   def __init__(self, num_actions: int, network: Callable[..., Any] = networks.NatureDQNNetwork,
@@ -52,13 +56,18 @@ class DQNAgent(common.ValueAgent):
                target_update_period: int = 2000, loss_type: str = "huber",
                huber_delta: float = 1.0, double_dqn: bool = False,
                backup: str = "q_learning",
-               regularizers: Sequence[regularizer_terms.Regularizer] = ()):
+               regularizers: Sequence[regularizer_terms.Regularizer] = (),
+               evaluation_policy: Optional[Callable[..., Any]] = None):
     if backup not in BACKUPS:
       raise ValueError(f"`DQNAgent.backup` must be one of {BACKUPS}, got {backup!r}.")
     if backup != "q_learning" and double_dqn:
       raise ValueError("`DQNAgent.double_dqn` applies to backup='q_learning' only.")
     if loss_type not in ("huber", "mse"):
       raise ValueError(f"`DQNAgent.loss_type` must be 'huber' or 'mse', got {loss_type!r}.")
+    if (backup == "fqe") != (evaluation_policy is not None):
+      raise ValueError("`DQNAgent.evaluation_policy` (e.g. @CheckpointPolicy) is required "
+                       "with backup='fqe' and meaningless otherwise; got backup="
+                       f"{backup!r} and evaluation_policy={evaluation_policy!r}.")
     self._setup(num_actions=num_actions, network=network, optimizer_fn=optimizer_fn,
                 gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
                 target_update_period=target_update_period, regularizers=regularizers,
@@ -66,12 +75,20 @@ class DQNAgent(common.ValueAgent):
     self.loss_type = loss_type
     self.huber_delta = huber_delta
     self.backup = backup
+    self.evaluation_policy = (None if evaluation_policy is None else
+                              evaluation_policy(num_actions=num_actions,
+                                                default_network=network))
+
+  def init(self, key, state_shape):
+    if self.evaluation_policy is not None:
+      self.evaluation_policy.check(state_shape)
+    return super().init(key, state_shape)
 
   def loss(self, params, target_params, batch, key):
     """Mean TD loss of a `sampler.Transition` batch, and its metrics (TensorBoard tags)."""
-    del key  # DQN's loss is deterministic.
+    forward_key, regularizer_key, policy_key = common.split_loss_key(key)
     online, next_online = common.online_outputs(self.apply, params, batch,
-                                                self._needs_next_online)
+                                                self._needs_next_online, forward_key)
     q_data = losses.select(online.q_values, batch.action)
     if self.backup == "monte_carlo":
       next_action = batch.next_action
@@ -80,6 +97,8 @@ class DQNAgent(common.ValueAgent):
       next_q_target = self.apply(target_params, batch.next_state).q_values
       if self.backup == "sarsa":
         next_action = batch.next_action
+      elif self.backup == "fqe":
+        next_action = self.evaluation_policy(batch.next_state, policy_key)
       elif self.double_dqn:
         next_action = jnp.argmax(next_online.q_values, axis=1)
       else:
@@ -96,8 +115,9 @@ class DQNAgent(common.ValueAgent):
         "Train/TDError": jnp.mean(jnp.abs(error)),
         "Train/QData": jnp.mean(q_data),
     }
-    loss = common.add_regularizers(td_loss, metrics, self.regularizers,
-                                   q_values=online.q_values, online=online,
-                                   next_online=next_online, batch=batch,
-                                   next_action=next_action)
+    loss = self.add_regularizers(td_loss, metrics, params=params,
+                                 target_params=target_params, key=regularizer_key,
+                                 q_values=online.q_values, online=online,
+                                 next_online=next_online, batch=batch,
+                                 next_action=next_action)
     return loss, metrics

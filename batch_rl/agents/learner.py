@@ -49,8 +49,8 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation,
 @gin.configurable
 def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float = 3.125e-4,
                      b1: float = 0.9, b2: float = 0.999, decay: float = 0.95,
-                     centered: bool = False, max_grad_norm: Optional[float] = None
-                     ) -> optax.GradientTransformation:
+                     centered: bool = False, max_grad_norm: Optional[float] = None,
+                     sam_rho: Optional[float] = None) -> optax.GradientTransformation:
   """Optax optimizer by name, defaults of DQN (Adam) in batch_rl / Dopamine.
 
   Args:
@@ -61,6 +61,11 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
     b1, b2: Adam moment decays.
     decay, centered: RMSProp settings.
     max_grad_norm: clip gradients by global norm first, if set.
+    sam_rho: if set, sharpness-aware minimisation (Foret et al. 2021; the empirical
+      study's SAM) around the optimizer above: each step first moves the parameters
+      to w + rho * g / ||g||, takes the gradient there, and applies it at w with the
+      optimizer. optax.contrib.sam in opaque mode (2 gradients per step); the train
+      step hands it the loss's gradient function.
   """
   if name == "adam":
     opt = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
@@ -73,6 +78,14 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
                      "expected 'adam', 'rmsprop' or 'sgd'.")
   if max_grad_norm is not None:
     opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
+  if sam_rho is not None:
+    if not sam_rho > 0:
+      raise ValueError(f"`create_optimizer.sam_rho` must be > 0 (or None: no SAM), got "
+                       f"{sam_rho}.")
+    # optax.sgd(rho) steps by -rho * g; sam() negates adversarial updates, so the
+    # perturbation is +rho * g / ||g|| (ascent), as in Foret et al.
+    adversary = optax.chain(optax.contrib.normalize(), optax.sgd(sam_rho))
+    opt = optax.contrib.sam(opt, adversary, sync_period=2, opaque_mode=True)
   return opt
 
 
@@ -87,9 +100,16 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   def train_step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
     rng, sample_key, loss_key = jax.random.split(state.rng, 3)
     batch = sample_fn(sample_key, data)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.target_params, batch, loss_key)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grads, metrics = grad_fn(state.params, state.target_params, batch, loss_key)
+    if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+      # Optimizers that re-evaluate the gradient (SAM) get the same loss on the same
+      # batch and key; others ignore the extra argument.
+      loss_grad = lambda params, _: grad_fn(params, state.target_params, batch, loss_key)[0]
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
+                                            grad_fn=loss_grad)
+    else:
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
     target_params = optax.periodic_update(params, state.target_params, step,

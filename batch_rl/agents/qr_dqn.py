@@ -54,9 +54,9 @@ class QRDQNAgent(common.ValueAgent):
 
   def loss(self, params, target_params, batch, key):
     """Mean quantile Huber loss to r + discount * theta(s', a*), and metrics."""
-    del key  # Deterministic.
+    forward_key, regularizer_key, _ = common.split_loss_key(key)
     online, next_online = common.online_outputs(self.apply, params, batch,
-                                             self._needs_next_online)
+                                                self._needs_next_online, forward_key)
     target_out = self.apply(target_params, batch.next_state)
     if self.double_dqn:
       next_action = jnp.argmax(next_online.q_values, axis=1)
@@ -72,8 +72,9 @@ class QRDQNAgent(common.ValueAgent):
         "Train/TDError": jnp.mean(jnp.abs(jnp.mean(target_quantiles, axis=-1) - q_data)),
         "Train/QData": jnp.mean(q_data),
     }
-    loss = common.add_regularizers(td_loss, metrics, self.regularizers,
-                                   q_values=online.q_values, online=online,
-                                   next_online=next_online, batch=batch,
-                                   next_action=next_action)
+    loss = self.add_regularizers(td_loss, metrics, params=params,
+                                 target_params=target_params, key=regularizer_key,
+                                 q_values=online.q_values, online=online,
+                                 next_online=next_online, batch=batch,
+                                 next_action=next_action)
     return loss, metrics

@@ -7,13 +7,20 @@ themselves are the pure functions of batch_rl/regularizers.py. In gin:
   DQNAgent.regularizers = [@LpRegularizer(), @DR3Regularizer()]
   LpRegularizer.coefficient = 0.001
   DR3Regularizer.variant = 'paper'
+
+Terms: LpRegularizer (IUP), DR3Regularizer (DR3), CQLRegularizer (CQL(H)) and the
+empirical study's auxiliary losses CURLRegularizer and VIBRegularizer. Dropout on the
+penultimate layer is a network attribute (`NatureDQNNetwork.dropout_rate`), and SAM an
+optimizer wrapper (`create_optimizer.sam_rho`).
 """
 import dataclasses
-from typing import Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import gin
 import jax
+import jax.numpy as jnp
 
+from batch_rl import augmentation
 from batch_rl import regularizers
 
 
@@ -30,6 +37,11 @@ class LossInputs:
     next_action: int [B] the action the agent's backup uses at s' (argmax for
       Q-learning, the dataset's next action for SARSA, a policy's for FQE).
     terminal: bool [B] whether s' is terminal.
+    state: [B, ...] the minibatch's states (uint8), for terms that augment them.
+    kl: [B] the network's VIB KL term, or None without a bottleneck.
+    forward: (states, key or None) -> QNetworkOutput of the online parameters
+      (differentiable; a key turns on dropout/VIB sampling).
+    target_forward: states -> QNetworkOutput of the target parameters.
   """
 
   q_values: jax.Array
@@ -38,12 +50,23 @@ class LossInputs:
   action: jax.Array
   next_action: jax.Array
   terminal: jax.Array
+  state: Optional[jax.Array] = None
+  kl: Optional[jax.Array] = None
+  forward: Optional[Callable[..., Any]] = None
+  target_forward: Optional[Callable[..., Any]] = None
 
 
 class Regularizer(Protocol):
+  """A loss term: `term(inputs, key) -> (weighted value, {tag: unweighted value})`.
+
+  `needs_next_representation` asks the agent for phi(s'); an optional
+  `network_options` dict asks for network attributes (e.g. {'bottleneck': 'vib'}).
+  """
+
   needs_next_representation: bool
 
-  def __call__(self, inputs: LossInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, inputs: LossInputs,
+               key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     ...
 
 
@@ -57,7 +80,8 @@ class LpRegularizer:
     regularizers.check_coefficient("LpRegularizer.coefficient", coefficient)
     self.coefficient = coefficient
 
-  def __call__(self, inputs):
+  def __call__(self, inputs, key=None):
+    del key  # Deterministic.
     penalty = regularizers.lp_penalty(inputs.phi)
     return self.coefficient * penalty, {"Train/LpPenalty": penalty}
 
@@ -78,7 +102,8 @@ class DR3Regularizer:
     self.coefficient = coefficient
     self.config = regularizers.dr3_config(variant)
 
-  def __call__(self, inputs):
+  def __call__(self, inputs, key=None):
+    del key  # Deterministic.
     penalty = regularizers.dr3_penalty(
         inputs.phi, inputs.phi_next, action=inputs.action, next_action=inputs.next_action,
         num_actions=inputs.q_values.shape[-1], terminal=inputs.terminal, config=self.config)
@@ -101,6 +126,86 @@ class CQLRegularizer:
     self.coefficient = coefficient
     self.temperature = temperature
 
-  def __call__(self, inputs):
+  def __call__(self, inputs, key=None):
+    del key  # Deterministic.
     penalty = regularizers.cql_penalty(inputs.q_values, inputs.action, self.temperature)
     return self.coefficient * penalty, {"Train/CQLLoss": penalty}
+
+
+@gin.configurable
+class CURLRegularizer:
+  """CURL (Laskin et al. 2020) as an auxiliary loss, as in the empirical study (Sec. 8.2).
+
+  weight * InfoNCE over the minibatch: two random-shift views of each state s_i
+  (replicate-pad by `pad` pixels, random crop back; DrQ's augmentation), a query
+  q_i = W^T phi(view1(s_i)) from the online network (W is the network's
+  `curl_bilinear` layer, added when this term is on) and a key k_j = phi(view2(s_j))
+  without gradient; logits_ij = q_i . k_j - max_j, loss = mean_i CE(logits_i, i): the
+  other states of the minibatch are the negatives.
+
+  CURL's key encoder is a momentum (EMA, tau = 0.05 per step, i.e. a ~20-step
+  average) copy of the online encoder; this codebase's state holds no EMA, so the
+  keys come from the online encoder under stop_gradient (`key_encoder='online'`, the
+  tau -> 1 limit) or from the periodically copied target network
+  (`key_encoder='target'`). The encoder is the network up to its representation
+  (CURL's own Atari encoder ends in a linear layer to a small latent instead).
+
+  Args:
+    weight: loss weight (the empirical study swept it; its Table 3 compares 0 and
+      0.001).
+    pad: pixels of the random shift (4 for 84x84 Atari; 1 suits 10x10 MinAtar).
+    key_encoder: 'online' (stop-gradient) or 'target'.
+  """
+
+  needs_next_representation = False
+  network_options = {"contrastive_projection": True}
+  KEY_ENCODERS = ("online", "target")
+
+  def __init__(self, weight: float = 0.001, pad: int = 4, key_encoder: str = "online"):
+    regularizers.check_coefficient("CURLRegularizer.weight", weight)
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+      raise ValueError(f"`CURLRegularizer.pad` must be an int >= 0, got {pad!r}.")
+    if key_encoder not in self.KEY_ENCODERS:
+      raise ValueError(f"`CURLRegularizer.key_encoder` must be one of {self.KEY_ENCODERS}, "
+                       f"got {key_encoder!r}.")
+    self.weight = weight
+    self.pad = pad
+    self.key_encoder = key_encoder
+
+  def __call__(self, inputs, key):
+    query_view_key, key_view_key, forward_key = jax.random.split(key, 3)
+    query_view = augmentation.random_shift(inputs.state, query_view_key, self.pad)
+    key_view = augmentation.random_shift(inputs.state, key_view_key, self.pad)
+    query = inputs.forward(query_view, forward_key).contrastive_query
+    if self.key_encoder == "online":
+      keys = inputs.forward(key_view, None).representation
+    else:
+      keys = inputs.target_forward(key_view).representation
+    loss = regularizers.info_nce(query, jax.lax.stop_gradient(keys))
+    return self.weight * loss, {"Train/CURLLoss": loss}
+
+
+@gin.configurable
+class VIBRegularizer:
+  """Variational information bottleneck on the penultimate features (slides, papers/004).
+
+  Turns the network's representation into a Gaussian sample z = mu + sigma * eps
+  while training (`bottleneck='vib'`, see networks.py) and adds
+  beta * E_s[KL(N(mu(s), sigma(s)^2) || N(0, I))].
+
+  Args:
+    beta: KL weight.
+  """
+
+  needs_next_representation = False
+  network_options = {"bottleneck": "vib"}
+
+  def __init__(self, beta: float = 1e-3):
+    regularizers.check_coefficient("VIBRegularizer.beta", beta)
+    self.beta = beta
+
+  def __call__(self, inputs, key=None):
+    del key  # The sample was drawn in the forward pass.
+    kl = jnp.mean(inputs.kl)
+    return self.beta * kl, {"Train/VIBKL": kl}
+

@@ -99,8 +99,8 @@ class MultiHeadDQNAgent(common.ValueAgent):
                 outputs_per_action=num_heads)
 
   def alpha(self, key: jax.Array) -> jax.Array:
-    """The REM mixing weights `loss(..., key)` uses: random_convex_combination(key, K)."""
-    return random_convex_combination(key, self.num_heads)
+    """The REM mixing weights `loss(..., key)` draws (from the key's agent part)."""
+    return random_convex_combination(common.split_loss_key(key)[2], self.num_heads)
 
   def _elementwise(self, error):
     if self.loss_type == "huber":
@@ -109,8 +109,9 @@ class MultiHeadDQNAgent(common.ValueAgent):
 
   def loss(self, params, target_params, batch, key):
     """Mean TD loss of a Transition batch and its metrics; `key` draws REM's alpha."""
+    forward_key, regularizer_key, _ = common.split_loss_key(key)
     online, next_online = common.online_outputs(self.apply, params, batch,
-                                                self._needs_next_online)
+                                                self._needs_next_online, forward_key)
     heads = _heads(online)  # [B, A, K]
     next_target = self.apply(target_params, batch.next_state)
     next_heads = _heads(next_target)
@@ -133,7 +134,8 @@ class MultiHeadDQNAgent(common.ValueAgent):
       error = target - q_data
     td_loss = jnp.mean(self._elementwise(error))
     metrics = {"Train/TDError": jnp.mean(jnp.abs(error)), "Train/QData": jnp.mean(q_data)}
-    loss = common.add_regularizers(td_loss, metrics, self.regularizers, q_values=q_values,
-                                   online=online, next_online=next_online, batch=batch,
-                                   next_action=next_action)
+    loss = self.add_regularizers(td_loss, metrics, params=params,
+                                 target_params=target_params, key=regularizer_key,
+                                 q_values=q_values, online=online, next_online=next_online,
+                                 batch=batch, next_action=next_action)
     return loss, metrics

@@ -1,0 +1,412 @@
+"""Neural fitted Q-iteration on the gridworld: pure, jittable, vmappable over seeds.
+
+Spec sections 5-8. One fitting iteration k:
+  0. (re-initialisation variant) fresh parameters and optimizer state;
+  1. (online) collect `env_steps_per_iteration` transitions with softmax(Qtab / alpha)
+     into the FIFO buffer;
+  2. freeze the targets of the previous table Qtab (bootstrapped soft max, policy
+     evaluation, Monte-Carlo returns, Q* or the exact Q^pi of the current policy);
+  3. T = `gradient_steps` Adam steps on minibatches sampled uniformly (with replacement)
+     from the buffer, or full-batch over all (s, a) pairs with exact targets;
+  4. Qtab <- clip(network(all states)); metrics (`iteration_metrics`).
+
+Everything is a pure function of (state, env arrays); `make_program` returns
+`init(key, env) -> FQIState` and `run(state, env, num_logs) -> (state, metrics)` where
+`run` does `num_logs * log_every` fitting iterations in one lax.scan and returns the
+metrics of every `log_every`-th one, stacked. The runner vmaps both over seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from batch_rl import diagnostics
+from batch_rl import regularizers
+from batch_rl.gridworld import exact_jax
+from batch_rl.gridworld import networks
+from batch_rl.gridworld import tabular
+
+
+class Target(str, enum.Enum):
+  SOFT_Q = "soft_q"  # r + gamma alpha logsumexp(Qtab[s'] / alpha): soft FQI (default)
+  FQE = "fqe"        # r + gamma sum_a' pi(a'|s') (Qtab - alpha log pi): policy evaluation
+  MC = "mc"          # soft Monte-Carlo return-to-go of the dataset (no bootstrapping)
+  Q_STAR = "q_star"  # Q*(s, a): supervised regression (IUP's "[proj]" baseline)
+  ORACLE = "oracle"  # exact soft Q^{pi_k}, pi_k = softmax(Qtab / alpha) (IUP App. A.3)
+
+
+BOOTSTRAPPED = (Target.SOFT_Q, Target.FQE)
+
+
+@dataclasses.dataclass(frozen=True)
+class FQIConfig:
+  """Static settings of the FQI program (hashable; the runner fills it from gin).
+
+  Attributes:
+    gradient_steps: T, gradient steps per fitting iteration.
+    batch_size: B of the sampled minibatches.
+    target: which regression target (`Target`).
+    full_batch: every step on all S*A pairs with exact (expected) targets instead of
+      sampled minibatches (Fu's ExactFQI; the deep linear network; the supervised
+      baseline).
+    reinitialize: fresh parameters and optimizer state at every fitting iteration.
+    lp_coefficient: weight of Lp = sigma_max^2 - sigma_min^2 of the minibatch features.
+    dr3_coefficient: weight of DR3's phi(s)^T phi(s') (regularizers.DR3_PAPER).
+    env_steps_per_iteration: E; 0 = offline (fixed dataset), > 0 = online collection.
+    buffer_capacity: FIFO capacity (10,000).
+    dataset_episodes: offline dataset = this many episodes of the data policy.
+    srank_delta: delta of srank (0.01).
+    diagnostics_batch_size: transitions of the sampled batch whose srank is Rank/srank.
+    log_every: fitting iterations between two metric evaluations.
+    q_clip: Qtab is clipped to [-q_clip, q_clip] (Fu clips at 1e5).
+  """
+
+  gradient_steps: int = 10
+  batch_size: int = 128
+  target: Target = Target.SOFT_Q
+  full_batch: bool = False
+  reinitialize: bool = False
+  lp_coefficient: float = 0.0
+  dr3_coefficient: float = 0.0
+  env_steps_per_iteration: int = 0
+  buffer_capacity: int = 10_000
+  dataset_episodes: int = 200
+  srank_delta: float = 0.01
+  diagnostics_batch_size: int = 128
+  log_every: int = 1
+  q_clip: float = 1e5
+
+
+@flax.struct.dataclass
+class EnvArrays:
+  """The MDP and its exact solutions as device arrays (float32)."""
+
+  transitions: jax.Array  # [S, A, S]
+  rewards: jax.Array      # [S]
+  q_star: jax.Array       # [S, A]
+  q_data_policy: jax.Array  # [S, A], soft Q^pi of the data policy (FQE / MC reference)
+  data_policy: jax.Array  # [S, A], collects the offline data; the policy FQE evaluates
+  walls: jax.Array        # bool [S]
+  start_state: jax.Array  # int32 scalar
+  return_random: jax.Array
+  return_expert: jax.Array
+  gamma: float = flax.struct.field(pytree_node=False)
+  alpha: float = flax.struct.field(pytree_node=False)
+  horizon: int = flax.struct.field(pytree_node=False)
+
+
+def env_arrays(env, data_policy: str = "uniform") -> EnvArrays:
+  """EnvArrays of a `GridworldEnv`; data_policy "uniform" or "expert" (softmax(Q*/a))."""
+  if data_policy == "uniform":
+    pi = tabular.uniform_policy(env.num_states, env.num_actions)
+  elif data_policy == "expert":
+    pi = tabular.boltzmann_policy(env.q_star, env.temperature)
+  else:
+    raise ValueError(f"data policy must be 'uniform' or 'expert', got {data_policy!r}")
+  q_pi = tabular.policy_evaluation(env.transitions, env.rewards, env.gamma, pi,
+                                   env.temperature)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  return EnvArrays(
+      transitions=f32(env.transitions), rewards=f32(env.rewards), q_star=f32(env.q_star),
+      q_data_policy=f32(q_pi), data_policy=f32(pi), walls=jnp.asarray(env.walls),
+      start_state=jnp.asarray(env.start_state, jnp.int32),
+      return_random=f32(env.return_random), return_expert=f32(env.return_expert),
+      gamma=float(env.gamma), alpha=float(env.temperature), horizon=int(env.horizon))
+
+
+@flax.struct.dataclass
+class Buffer:
+  """FIFO ring buffer of transitions (s, a, s', soft MC return-to-go)."""
+
+  state: jax.Array      # int32 [C]
+  action: jax.Array     # int32 [C]
+  next_state: jax.Array  # int32 [C]
+  mc_return: jax.Array  # float32 [C] (0 for online data)
+  count: jax.Array      # int32, transitions ever added
+
+  @classmethod
+  def empty(cls, capacity: int) -> "Buffer":
+    z = jnp.zeros((capacity,), jnp.int32)
+    return cls(z, z, z, jnp.zeros((capacity,), jnp.float32), jnp.zeros((), jnp.int32))
+
+  @property
+  def capacity(self) -> int:
+    return self.state.shape[0]
+
+  def size(self) -> jax.Array:
+    return jnp.minimum(self.count, self.capacity)
+
+  def add(self, s, a, s2, g) -> "Buffer":
+    idx = (self.count + jnp.arange(s.shape[0])) % self.capacity
+    return Buffer(self.state.at[idx].set(s), self.action.at[idx].set(a),
+                  self.next_state.at[idx].set(s2), self.mc_return.at[idx].set(g),
+                  self.count + s.shape[0])
+
+  def sample_indices(self, key, n: int) -> jax.Array:
+    return jax.random.randint(key, (n,), 0, jnp.maximum(self.size(), 1))
+
+
+@flax.struct.dataclass
+class FQIState:
+  params: Any
+  opt_state: Any
+  q_table: jax.Array  # [S, A] frozen target table of the last iteration
+  buffer: Buffer
+  env_state: jax.Array  # int32, current state of the online episode
+  env_time: jax.Array   # int32, its time step
+  rng: jax.Array
+  iteration: jax.Array  # int32, fitting iterations done
+  seed_key: jax.Array   # the seed's root key (re-initialisation draws from it)
+
+
+def _step_env(key, s, policy, env: EnvArrays):
+  ka, ks = jax.random.split(key)
+  a = jax.random.categorical(ka, jnp.log(policy[s]))
+  s2 = jax.random.categorical(ks, jnp.log(env.transitions[s, a]))
+  return a.astype(jnp.int32), s2.astype(jnp.int32)
+
+
+def rollout_dataset(key, env: EnvArrays, num_episodes: int):
+  """`num_episodes` episodes of `env.horizon` steps of env.data_policy from the start.
+
+  Returns flat int32 s, a, s' and float32 soft Monte-Carlo returns-to-go
+  G_t = r(s_t) + gamma (alpha H(pi(.|s_{t+1})) + G_{t+1}), truncated at the episode end
+  (a Monte-Carlo target for soft Q^pi; the truncation bias is gamma^(horizon - t)).
+  """
+  logp = jnp.log(jnp.where(env.data_policy > 0, env.data_policy, 1.0))
+  entropy = -jnp.sum(env.data_policy * logp, axis=-1)
+
+  def episode(k):
+    def step(s, kt):
+      a, s2 = _step_env(kt, s, env.data_policy, env)
+      return s2, (s, a, s2)
+
+    _, (s, a, s2) = jax.lax.scan(step, env.start_state, jax.random.split(k, env.horizon))
+
+    def back(g_next, x):
+      s_t, s2_t, last = x
+      g = env.rewards[s_t] + env.gamma * jnp.where(
+          last, 0.0, env.alpha * entropy[s2_t] + g_next)
+      return g, g
+
+    last = jnp.arange(env.horizon) == env.horizon - 1
+    _, g = jax.lax.scan(back, jnp.zeros(()), (s, s2, last), reverse=True)
+    return s, a, s2, g
+
+  s, a, s2, g = jax.vmap(episode)(jax.random.split(key, num_episodes))
+  return s.reshape(-1), a.reshape(-1), s2.reshape(-1), g.reshape(-1)
+
+
+def _clip(q, limit):
+  return jnp.clip(jnp.nan_to_num(q, nan=limit, posinf=limit, neginf=-limit), -limit, limit)
+
+
+def _targets(cfg: FQIConfig, q_table, env: EnvArrays):
+  """(v_next [S], y_table [S, A]) frozen for one fitting iteration."""
+  if cfg.target == Target.SOFT_Q:
+    v = exact_jax.soft_value(q_table, env.alpha)
+  elif cfg.target in (Target.FQE, Target.MC):
+    v = exact_jax.policy_value(q_table, env.data_policy, env.alpha)
+  else:
+    v = jnp.zeros(q_table.shape[:1])
+  if cfg.target == Target.Q_STAR:
+    y_table = env.q_star
+  elif cfg.target == Target.ORACLE:
+    y_table = exact_jax.soft_q_pi(exact_jax.boltzmann_policy(q_table, env.alpha),
+                                  env.transitions, env.rewards, env.gamma, env.alpha)
+  else:
+    y_table = exact_jax.backup(v, env.transitions, env.rewards, env.gamma)
+  return v, y_table
+
+
+def _sample_targets(cfg, v, y_table, s, a, s2, g, env):
+  if cfg.target in BOOTSTRAPPED:
+    return env.rewards[s] + env.gamma * v[s2]
+  if cfg.target == Target.MC:
+    return g
+  return y_table[s, a]
+
+
+def make_program(cfg: FQIConfig, model: networks.GridModel,
+                 optimizer: optax.GradientTransformation):
+  """(init, run) of one seed; vmap them over seeds (see module docstring)."""
+  dr3_cfg = regularizers.DR3_PAPER
+
+  def init(key, env: EnvArrays) -> FQIState:
+    k_init, k_data, k_run = jax.random.split(key, 3)
+    params = model.init(k_init)
+    buffer = Buffer.empty(cfg.buffer_capacity)
+    if cfg.env_steps_per_iteration == 0:
+      buffer = buffer.add(*rollout_dataset(k_data, env, cfg.dataset_episodes))
+    return FQIState(params=params, opt_state=optimizer.init(params),
+                    q_table=_clip(model.q_table(params), cfg.q_clip), buffer=buffer,
+                    env_state=env.start_state, env_time=jnp.zeros((), jnp.int32),
+                    rng=k_run, iteration=jnp.zeros((), jnp.int32), seed_key=key)
+
+  def loss_fn(params, s, a, s2, y):
+    q, phi = model.q_and_features(params, s, a)
+    td = jnp.mean((q - y) ** 2)
+    total, metrics = td, {"Gridworld/TDLoss": td}
+    if cfg.lp_coefficient:
+      lp = regularizers.lp_penalty(phi)
+      total += cfg.lp_coefficient * lp
+      metrics["Train/LpPenalty"] = lp
+    if cfg.dr3_coefficient:
+      _, phi2 = model.q_and_features(params, s2, a)
+      dr3 = regularizers.dr3_penalty(phi, phi2, config=dr3_cfg)
+      total += cfg.dr3_coefficient * dr3
+      metrics["Train/DR3"] = dr3
+    metrics["Train/Loss"] = total
+    return total, metrics
+
+  def collect(state: FQIState, key, env: EnvArrays) -> FQIState:
+    policy = exact_jax.boltzmann_policy(state.q_table, env.alpha)
+
+    def step(carry, k):
+      s, t = carry
+      a, s2 = _step_env(k, s, policy, env)
+      done = t + 1 >= env.horizon
+      return (jnp.where(done, env.start_state, s2), jnp.where(done, 0, t + 1)), (s, a, s2)
+
+    (s, t), (ss, aa, ss2) = jax.lax.scan(
+        step, (state.env_state, state.env_time),
+        jax.random.split(key, cfg.env_steps_per_iteration))
+    buffer = state.buffer.add(ss, aa, ss2, jnp.zeros(ss.shape, jnp.float32))
+    return state.replace(buffer=buffer, env_state=s, env_time=t)
+
+
+  def fit_iteration(state: FQIState, env: EnvArrays):
+    rng, k_collect, k_steps = jax.random.split(state.rng, 3)
+    params, opt_state = state.params, state.opt_state
+    if cfg.reinitialize:
+      params = model.init(jax.random.fold_in(state.seed_key, state.iteration + 1))
+      opt_state = optimizer.init(params)
+    if cfg.env_steps_per_iteration:
+      state = collect(state, k_collect, env)
+    v, y_table = _targets(cfg, state.q_table, env)
+    buf = state.buffer
+    s_all, a_all = jnp.divmod(jnp.arange(y_table.size), y_table.shape[1])
+
+    def step(carry, key):
+      params, opt_state = carry
+      if cfg.full_batch:
+        s, a, s2, y = s_all, a_all, s_all, y_table.reshape(-1)
+      else:
+        idx = buf.sample_indices(key, cfg.batch_size)
+        s, a, s2 = buf.state[idx], buf.action[idx], buf.next_state[idx]
+        y = _sample_targets(cfg, v, y_table, s, a, s2, buf.mc_return[idx], env)
+      grads, metrics = jax.grad(loss_fn, has_aux=True)(params, s, a, s2, y)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), metrics
+
+    (params, opt_state), step_metrics = jax.lax.scan(
+        step, (params, opt_state), jax.random.split(k_steps, cfg.gradient_steps))
+    q_table = _clip(model.q_table(params), cfg.q_clip)
+    train = {k: jnp.mean(x) for k, x in step_metrics.items()}
+    train["Gridworld/LastBatchLoss"] = step_metrics["Train/Loss"][-1]
+    # TD error of the new table against the targets it was fitted to, over the data.
+    if cfg.full_batch:
+      train["Train/TDError"] = jnp.mean((q_table - y_table) ** 2)
+    else:
+      y = _sample_targets(cfg, v, y_table, buf.state, buf.action, buf.next_state,
+                          buf.mc_return, env)
+      mask = (jnp.arange(buf.capacity) < buf.size()).astype(jnp.float32)
+      err = (q_table[buf.state, buf.action] - y) ** 2
+      train["Train/TDError"] = jnp.sum(mask * err) / jnp.maximum(jnp.sum(mask), 1.0)
+      train["Train/QData"] = jnp.sum(mask * q_table[buf.state, buf.action]) / jnp.maximum(
+          jnp.sum(mask), 1.0)
+    state = state.replace(params=params, opt_state=opt_state, q_table=q_table, rng=rng,
+                          iteration=state.iteration + 1)
+    return state, train
+
+  def metrics_fn(state: FQIState, train, env: EnvArrays):
+    out = dict(train)
+    out.update(iteration_metrics(model, state, env, cfg))
+    return out
+
+  def run(state: FQIState, env: EnvArrays, num_logs: int):
+    def chunk(state, _):
+      def inner(st, _):
+        return fit_iteration(st, env)
+
+      state, train = jax.lax.scan(inner, state, None, length=cfg.log_every)
+      last = {k: v[-1] for k, v in train.items()}
+      return state, metrics_fn(state, last, env)
+
+    return jax.lax.scan(chunk, state, None, length=num_logs)
+
+  return init, run
+
+
+def iteration_metrics(model: networks.GridModel, state: FQIState, env: EnvArrays,
+                      cfg: FQIConfig) -> dict[str, jax.Array]:
+  """Rank, Q* error and exact return of the current table (spec section 8)."""
+  delta = cfg.srank_delta
+  phi_all = model.features_all(state.params)  # [N, D]
+  sv = diagnostics.singular_values(phi_all)
+  out = {}
+  k = diagnostics.srank(sv, delta)
+  out["Gridworld/srank_all_states"] = jnp.where(k >= 0, k, jnp.nan).astype(jnp.float32)
+  # Zero rows do not change the nonzero singular values: srank over the free cells.
+  rows_per_state = phi_all.shape[0] // env.walls.shape[0]
+  free = jnp.repeat(~env.walls, rows_per_state)
+  k_free = diagnostics.srank(diagnostics.singular_values(phi_all * free[:, None]), delta)
+  out["Gridworld/srank_nonwall"] = jnp.where(k_free >= 0, k_free, jnp.nan).astype(
+      jnp.float32)
+  out["Gridworld/stable_rank"] = jnp.sum(sv ** 2) / sv[0] ** 2
+  out["Gridworld/sigma_max_sq"] = sv[0] ** 2
+  out["Gridworld/sigma_min_sq"] = sv[-1] ** 2
+  if model.eig_features:
+    ke = diagnostics.srank_eig(phi_all, delta)
+    out["Rank/srank_eig"] = jnp.where(ke >= 0, ke, jnp.nan).astype(jnp.float32)
+
+  # Rank/srank etc. on a batch of dataset transitions (the DESIGN contract).
+  buf = state.buffer
+  key = jax.random.fold_in(state.rng, 7)
+  idx = buf.sample_indices(key, cfg.diagnostics_batch_size)
+  s, a, s2 = buf.state[idx], buf.action[idx], buf.next_state[idx]
+  _, phi = model.q_and_features(state.params, s, a)
+  _, phi2 = model.q_and_features(state.params, s2, a)
+  out.update(diagnostics.feature_diagnostics(phi, phi2, delta))
+
+  q = state.q_table
+  err = jnp.abs(q - env.q_star)
+  out["Gridworld/QError_mean"] = jnp.mean(err)
+  out["Gridworld/QError_max"] = jnp.max(err)
+  tq = exact_jax.backup(exact_jax.soft_value(q, env.alpha), env.transitions, env.rewards,
+                        env.gamma)
+  out["Gridworld/TQError_mean"] = jnp.mean(jnp.abs(tq - env.q_star))
+  if cfg.target in (Target.FQE, Target.MC):
+    out["Gridworld/QPiError_mean"] = jnp.mean(jnp.abs(q - env.q_data_policy))
+  ret = exact_jax.expected_return(exact_jax.boltzmann_policy(q, env.alpha),
+                                  env.transitions, env.rewards, env.start_state,
+                                  env.horizon)
+  out["Eval/AverageReturn"] = ret
+  out["Gridworld/ExactReturn"] = ret
+  out["Gridworld/NormalizedReturn"] = (ret - env.return_random) / (
+      env.return_expert - env.return_random)
+  return out
+
+
+def seed_keys(seeds) -> jax.Array:
+  """[n, 2] PRNG keys, one per seed (distinct seeds give distinct keys)."""
+  return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+
+def make_vmapped(cfg: FQIConfig, model, optimizer):
+  """jit(vmap) of init and run over a leading seed axis; `run`'s num_logs is static."""
+  init, run = make_program(cfg, model, optimizer)
+  v_init = jax.jit(jax.vmap(init, in_axes=(0, None)))
+  v_run = jax.jit(jax.vmap(run, in_axes=(0, None, None)), static_argnums=2)
+  return v_init, v_run
+
+
+def to_numpy(tree) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in jax.device_get(tree).items()}
