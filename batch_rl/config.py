@@ -11,6 +11,7 @@ from batch_rl import run_experiment
 from batch_rl.agents import dqn  # pylint: disable=unused-import
 from batch_rl.agents import learner  # pylint: disable=unused-import
 from batch_rl.environments import factory  # pylint: disable=unused-import
+from batch_rl.gridworld import runner as gridworld_runner  # pylint: disable=unused-import
 from batch_rl.replay import dqn_replay_format
 from batch_rl.replay import fixed_replay  # pylint: disable=unused-import
 

@@ -3,6 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from batch_rl.replay import sampler
+
 
 def random_params(agent, seed, state_shape):
   """Random network parameters (kernels ~ U(+-sqrt(3 / fan_in)), biases ~ 0.1 N(0, 1)).
@@ -22,3 +24,18 @@ def random_params(agent, seed, state_shape):
     return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), jnp.float32)
 
   return jax.tree.map(fill, shapes)
+
+
+def random_transitions(seed=0, batch_size=8, state_shape=(10, 10, 4, 1), num_actions=3):
+  """A sampler.Transition of random MinAtar-shaped states, ~25% terminal."""
+  rng = np.random.default_rng(seed)
+  terminal = rng.random(batch_size) < 0.25
+  return sampler.Transition(
+      state=jnp.asarray(rng.integers(0, 2, (batch_size,) + tuple(state_shape)), jnp.uint8),
+      action=jnp.asarray(rng.integers(0, num_actions, batch_size), jnp.int32),
+      reward=jnp.asarray(rng.normal(size=batch_size), jnp.float32),
+      next_state=jnp.asarray(rng.integers(0, 2, (batch_size,) + tuple(state_shape)), jnp.uint8),
+      next_action=jnp.asarray(rng.integers(0, num_actions, batch_size), jnp.int32),
+      terminal=jnp.asarray(terminal),
+      discount=jnp.asarray(0.99 * (1 - terminal), jnp.float32),
+      index=jnp.arange(batch_size, dtype=jnp.int32))

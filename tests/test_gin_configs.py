@@ -58,7 +58,22 @@ OFFLINE_CONFIGS = {
     "rem.gin": {"Train/TDError"},
     "multi_head_dqn.gin": {"Train/TDError"},
     "bc.gin": {"Train/CrossEntropy", "Train/Accuracy"},
+    "fqe.gin": {"Train/TDError"},
+    "dqn_curl.gin": {"Train/TDError", "Train/CURLLoss", "Train/TDLoss"},
+    "dqn_sam.gin": {"Train/TDError"},
+    "dqn_dropout.gin": {"Train/TDError"},
+    "dqn_vib.gin": {"Train/TDError", "Train/VIBKL", "Train/TDLoss"},
+    "dqn_tanh.gin": {"Train/TDError"},
 }
+
+
+def write_policy_checkpoint(run_dir):
+  """A DQN run's checkpoint (untrained Nature network): the policy fqe.gin evaluates."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from batch_rl import checkpointing  # pylint: disable=g-import-not-at-top
+  from batch_rl.agents import dqn  # pylint: disable=g-import-not-at-top
+  state = dqn.DQNAgent(num_actions=6).init(jax.random.PRNGKey(1), (84, 84, 4))
+  checkpointing.save(os.path.join(run_dir, "checkpoints"), 3, state)
 
 
 def test_every_offline_config_is_listed():
@@ -76,6 +91,9 @@ def test_offline_config_trains_an_atari_iteration_through_train_py(tmp_path, nam
               "FixedReplayRunner.evaluation_steps = 20",
               "FixedReplayRunner.diagnostics_batch_size = 64",
               "AtariEnvironment.max_episode_steps = 25"]
+  if name == "fqe.gin":
+    write_policy_checkpoint(str(tmp_path / "policy_run"))
+    bindings.append(f"CheckpointPolicy.checkpoint_dir = '{tmp_path / 'policy_run'}'")
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={base}",
        f"--gin_files={os.path.join(REPO, 'gin_configs', 'offline', name)}",
