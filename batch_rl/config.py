@@ -8,7 +8,11 @@ import gin
 from batch_rl import networks  # pylint: disable=unused-import
 from batch_rl import quickstart  # pylint: disable=unused-import
 from batch_rl import run_experiment
+from batch_rl.agents import bc  # pylint: disable=unused-import
+from batch_rl.agents import c51  # pylint: disable=unused-import
 from batch_rl.agents import dqn  # pylint: disable=unused-import
+from batch_rl.agents import qr_dqn  # pylint: disable=unused-import
+from batch_rl.agents import rem  # pylint: disable=unused-import
 from batch_rl.agents import learner  # pylint: disable=unused-import
 from batch_rl.environments import factory  # pylint: disable=unused-import
 from batch_rl.gridworld import runner as gridworld_runner  # pylint: disable=unused-import

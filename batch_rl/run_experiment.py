@@ -19,6 +19,7 @@ import numpy as np
 from batch_rl import checkpointing
 from batch_rl import diagnostics
 from batch_rl import losses
+from batch_rl import regularizers
 from batch_rl import summary_writer
 from batch_rl.agents import common
 from batch_rl.agents import dqn
@@ -146,15 +147,27 @@ class FixedReplayRunner:
       self._schedule.append((learner.make_train_steps(step, remainder, scan_unroll, donate), 1))
     self._zero_metrics = learner.zero_metrics(step, self._initial_state, self._data)
 
-    def diagnose(params, data, key):
-      batch = sampler.sample_transitions(key, data, diagnostics_batch_size, stack_size=stack,
-                                         update_horizon=n, gamma=gamma)
+    action_dots = regularizers.DR3Config(features="action")
+
+    def diagnose(params, target_params, data, key):
+      sample_key, backup_key = jax.random.split(key)
+      batch = sampler.sample_transitions(sample_key, data, diagnostics_batch_size,
+                                         stack_size=stack, update_horizon=n, gamma=gamma)
       online = self.agent.apply(params, batch.state)
       phi_next = self.agent.apply(params, batch.next_state).representation
       # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
       metrics = diagnostics.all_diagnostics(online.representation, phi_next,
                                             delta=srank_delta,
                                             compute_srank_eig=backend != "tpu")
+      # DR3's phi(s, a)^T phi(s', a') with action-aware features (phi (x) e_a): a' from
+      # the agent's own backup, and the dataset's next action (the SARSA pairing).
+      for tag, next_action in (
+          ("Features/dot_next_backup",
+           self.agent.backup_next_action(params, target_params, batch, backup_key)),
+          ("Features/dot_next_data", batch.next_action)):
+        metrics[tag] = regularizers.dr3_penalty(
+            online.representation, phi_next, action=batch.action, next_action=next_action,
+            num_actions=self.agent.num_actions, config=action_dots)
       # Over/under-estimation against the discounted return the data actually got.
       q_data = losses.select(online.q_values, batch.action)
       metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
@@ -196,7 +209,8 @@ class FixedReplayRunner:
     train_time = time.perf_counter() - start
     metrics["Train/StepsPerSecond"] = self.training_steps / train_time
     diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
-    metrics.update(jax.device_get(self._diagnose(state.params, self._data, diag_key)))
+    metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
+                                                 self._data, diag_key)))
     if self.evaluation_steps > 0:
       metrics.update(self._evaluate(state.params, iteration).metrics())
     return state, {k: float(v) for k, v in metrics.items()}

@@ -15,6 +15,7 @@ from batch_rl import checkpointing
 from batch_rl import config as config_lib
 from batch_rl import quickstart
 from batch_rl import summary_writer
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED_TAGS = {"Eval/AverageReturn", "Eval/NumEpisodes", "Rank/srank", "Rank/sigma_max",
@@ -22,7 +23,8 @@ REQUIRED_TAGS = {"Eval/AverageReturn", "Eval/NumEpisodes", "Rank/srank", "Rank/s
                  "Features/dead_units", "Train/Loss", "Train/TDError", "Train/QData",
                  "Train/StepsPerSecond", "Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel",
                  "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90", "Features/dormant",
-                 "Features/cosine_next", "Value/MCReturn", "Value/QMinusMCReturn"}
+                 "Features/cosine_next", "Value/MCReturn", "Value/QMinusMCReturn",
+                 "Features/dot_next_backup", "Features/dot_next_data"}
 
 
 def small_bindings(replay_dir, num_iterations=2, seed=0):
@@ -145,6 +147,9 @@ def corrupt_copy(replay_dir, tmp_path, how):
     ("unknown_binding", "FixedReplayRunner.not_a_parameter"),
     ("atari_env", "(10, 10, 4)"),
     ("atari_network", "does not fit NatureDQNNetwork"),
+    ("dr3_variant", "Unknown DR3 variant 'nope'"),
+    ("zero_heads", "MultiHeadDQNAgent.num_heads"),
+    ("negative_coefficient", "LpRegularizer.coefficient"),
 ])
 def test_bad_input_fails_before_writing(tmp_path, replay_dir, case, expected):
   bindings = small_bindings(replay_dir, num_iterations=1)
@@ -158,6 +163,16 @@ def test_bad_input_fails_before_writing(tmp_path, replay_dir, case, expected):
     bindings.append("FixedReplayRunner.not_a_parameter = 3")
   elif case == "atari_network":
     bindings.append("DQNAgent.network = @NatureDQNNetwork")
+  elif case == "dr3_variant":
+    bindings += ["DQNAgent.regularizers = [@DR3Regularizer()]",
+                 "DR3Regularizer.variant = 'nope'"]
+  elif case == "zero_heads":
+    bindings += ["FixedReplayRunner.agent_fn = @MultiHeadDQNAgent",
+                 "MultiHeadDQNAgent.network = @MinAtarDQNNetwork",
+                 "MultiHeadDQNAgent.num_heads = 0"]
+  elif case == "negative_coefficient":
+    bindings += ["DQNAgent.regularizers = [@LpRegularizer()]",
+                 "LpRegularizer.coefficient = -1.0"]
   elif case == "atari_env":
     bindings[1:3] = ["FixedReplayRunner.game = 'Pong'", "FixedReplayRunner.domain = 'atari'"]
   base = tmp_path / "never"
@@ -170,3 +185,43 @@ def test_bad_input_fails_before_writing(tmp_path, replay_dir, case, expected):
   message = stderr[stderr.index("\nerror: "):]
   assert expected in message, result.stderr[-2000:]
   assert not base.exists()
+
+
+@pytest.mark.parametrize("backup", ["q_learning", "sarsa"])
+def test_diagnostics_match_numpy_on_the_same_batch(tmp_path, replay_dir, backup):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top
+  from batch_rl.replay import sampler  # pylint: disable=g-import-not-at-top
+  config_lib.parse_gin([], small_bindings(replay_dir) + [f"DQNAgent.backup = '{backup}'"])
+  runner = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "run"))
+  agent, data = runner.agent, runner._data  # pylint: disable=protected-access
+  params = helpers.random_params(agent, 0, runner.replay.state_shape)
+  target = helpers.random_params(agent, 1, runner.replay.state_shape)
+  key = jax.random.PRNGKey(7)
+  got = jax.device_get(runner._diagnose(params, target, data, key))  # pylint: disable=protected-access
+  # The same batch, drawn by the sampler (tested in test_sampler.py) with the same key.
+  batch = sampler.sample_transitions(jax.random.split(key)[0], data, 64, stack_size=1,
+                                     update_horizon=1, gamma=0.99)
+  out = agent.apply(params, batch.state)
+  phi = np.asarray(out.representation, np.float64)
+  phi_next = np.asarray(agent.apply(params, batch.next_state).representation, np.float64)
+  sv = np.linalg.svd(phi, compute_uv=False)
+  srank = int(np.argmax(np.cumsum(sv) / sv.sum() >= 0.99)) + 1
+  assert got["Rank/srank"] == srank
+  np.testing.assert_allclose(got["Rank/sigma_max"], sv[0], rtol=1e-4)
+  dots = np.sum(phi * phi_next, axis=1)
+  np.testing.assert_allclose(got["Features/dot_next"], dots.mean(), rtol=1e-4)
+  action = np.asarray(batch.action)
+  data_next = np.asarray(batch.next_action)
+  greedy_next = np.asarray(agent.apply(target, batch.next_state).q_values).argmax(axis=1)
+  backup_next = data_next if backup == "sarsa" else greedy_next
+  np.testing.assert_allclose(got["Features/dot_next_backup"],
+                             np.mean(dots * (action == backup_next)), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got["Features/dot_next_data"],
+                             np.mean(dots * (action == data_next)), rtol=1e-4, atol=1e-6)
+  q_data = np.asarray(out.q_values)[np.arange(64), action]
+  np.testing.assert_allclose(got["Value/QMinusMCReturn"],
+                             np.mean(q_data - np.asarray(batch.return_to_go)), rtol=1e-4,
+                             atol=1e-6)
+

@@ -40,6 +40,11 @@ class BCAgent(common.ValueAgent):
                 gamma=gamma, update_horizon=update_horizon, batch_size=batch_size,
                 target_update_period=target_update_period, regularizers=regularizers)
 
+  def backup_next_action(self, params, target_params, batch, key):
+    """BC has no backup; its regularisers pair s' with the dataset's next action."""
+    del params, target_params, key
+    return batch.next_action.astype(jnp.int32)
+
   def loss(self, params, target_params, batch, key):
     """Mean cross-entropy of the dataset actions; metrics Train/Loss, Train/Accuracy."""
     forward_key, regularizer_key, _ = common.split_loss_key(key)

@@ -132,6 +132,17 @@ class ValueAgent:
     """Epsilon-greedy int32 [B] actions on `apply(...).q_values`."""
     return epsilon_greedy(self.apply(params, states).q_values, key, epsilon)
 
+  def backup_next_action(self, params: Any, target_params: Any, batch,
+                         key: jax.Array) -> jax.Array:
+    """int32 [B]: the a' this agent's backup uses at s' (diagnostics, DR3 with actions).
+
+    Default: the greedy action at s' of the target network, or of the online network
+    with double DQN. Agents whose backup differs override it.
+    """
+    del key
+    source = params if self.double_dqn else target_params
+    return jnp.argmax(self.apply(source, batch.next_state).q_values, axis=1).astype(jnp.int32)
+
   def add_regularizers(self, base_loss: jax.Array, metrics: dict[str, jax.Array], *,
                        params: Any, target_params: Any, key: jax.Array,
                        q_values: jax.Array, online: networks.QNetworkOutput,

@@ -84,6 +84,21 @@ class DQNAgent(common.ValueAgent):
       self.evaluation_policy.check(state_shape)
     return super().init(key, state_shape)
 
+  def _next_action(self, batch, next_q_target, next_online, policy_key):
+    if self.backup in ("sarsa", "monte_carlo"):
+      return batch.next_action.astype(jnp.int32)
+    if self.backup == "fqe":
+      return self.evaluation_policy(batch.next_state, policy_key)
+    source = next_online.q_values if self.double_dqn else next_q_target
+    return jnp.argmax(source, axis=1).astype(jnp.int32)
+
+  def backup_next_action(self, params, target_params, batch, key):
+    """a' of the backup: argmax (Q-learning), dataset (SARSA, MC) or pi(s') (FQE)."""
+    next_q_target = self.apply(target_params, batch.next_state).q_values
+    next_online = self.apply(params, batch.next_state) if self.double_dqn else None
+    return self._next_action(batch, next_q_target, next_online,
+                             common.split_loss_key(key)[2])
+
   def loss(self, params, target_params, batch, key):
     """Mean TD loss of a `sampler.Transition` batch, and its metrics (TensorBoard tags)."""
     forward_key, regularizer_key, policy_key = common.split_loss_key(key)
@@ -91,18 +106,11 @@ class DQNAgent(common.ValueAgent):
                                                 self._needs_next_online, forward_key)
     q_data = losses.select(online.q_values, batch.action)
     if self.backup == "monte_carlo":
-      next_action = batch.next_action
+      next_action = batch.next_action.astype(jnp.int32)
       target = jax.lax.stop_gradient(batch.return_to_go)
     else:
       next_q_target = self.apply(target_params, batch.next_state).q_values
-      if self.backup == "sarsa":
-        next_action = batch.next_action
-      elif self.backup == "fqe":
-        next_action = self.evaluation_policy(batch.next_state, policy_key)
-      elif self.double_dqn:
-        next_action = jnp.argmax(next_online.q_values, axis=1)
-      else:
-        next_action = jnp.argmax(next_q_target, axis=1)
+      next_action = self._next_action(batch, next_q_target, next_online, policy_key)
       next_value = losses.select(next_q_target, next_action)
       target = losses.td_target(batch.reward, batch.discount, next_value)
     error = target - q_data
