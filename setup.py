@@ -27,9 +27,17 @@ setuptools.setup(
         "gymnasium>=1.0",
         "minatar>=1.0.15",
         "opencv-python-headless>=4.8",
+        # analysis/: reading TensorBoard logs into tables and drawing the papers' figures.
+        "tbparse>=0.0.9",
+        "pandas>=2.2,<3",  # rliable pins arch<8, and arch 7 fails to import under pandas 3
+        "matplotlib>=3.8",
+        "scipy>=1.11",
+        "rliable>=1.2",
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],
-        "dev": ["pytest>=8", "pytest-xdist>=3"],
+        # nbclient + ipykernel execute analysis/notebooks in the tests (kernel "python3").
+        "dev": ["pytest>=8", "pytest-xdist>=3", "nbclient>=0.10", "nbformat>=5.10",
+                "ipykernel>=6.29"],
     },
 )

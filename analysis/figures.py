@@ -147,7 +147,8 @@ def aggregate_intervals(table: pd.DataFrame, xlabel: str):
     intervals[algorithm] = np.stack([rows["lower"].to_numpy(), rows["upper"].to_numpy()])
   fig, _ = plot_utils.plot_interval_estimates(points, intervals, metric_names=metrics,
                                               algorithms=algorithms, xlabel=xlabel,
-                                              xlabel_y_coordinate=-0.35)
+                                              row_height=0.45,
+                                              xlabel_y_coordinate=-0.2 - 0.4 / len(algorithms))
   return fig
 
 
