@@ -6,6 +6,7 @@ import gin
 
 # Importing these modules registers every configurable a gin file may name.
 from batch_rl import networks  # pylint: disable=unused-import
+from batch_rl import online_runner  # pylint: disable=unused-import
 from batch_rl import quickstart  # pylint: disable=unused-import
 from batch_rl import run_experiment
 from batch_rl.agents import bc  # pylint: disable=unused-import

@@ -54,6 +54,45 @@ def _seed_int(*entropy: int) -> int:
   return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] % (2**31 - 1))
 
 
+def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
+  """Jitted `(params, target_params, data, key) -> {tag: value}`, the per-iteration
+  diagnostics of every runner, on the batch `sample_fn(key, data)` draws.
+
+  One SVD of Phi on the batch (diagnostics.all_diagnostics), DR3's action-aware dot
+  products with the backup's a' and the dataset's next action, and, where the data
+  has returns-to-go, Q(s, a_data) against the Monte-Carlo return.
+  """
+  action_dots = regularizers.DR3Config(features="action")
+  # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
+  compute_srank_eig = jax.default_backend() != "tpu"
+
+  def diagnose(params, target_params, data, key):
+    sample_key, backup_key = jax.random.split(key)
+    batch = sample_fn(sample_key, data)
+    online = agent.apply(params, batch.state)
+    phi_next = agent.apply(params, batch.next_state).representation
+    metrics = diagnostics.all_diagnostics(online.representation, phi_next,
+                                          delta=srank_delta,
+                                          compute_srank_eig=compute_srank_eig)
+    # DR3's phi(s, a)^T phi(s', a') with action-aware features (phi (x) e_a): a' from
+    # the agent's own backup, and the dataset's next action (the SARSA pairing).
+    for tag, next_action in (
+        ("Features/dot_next_backup",
+         agent.backup_next_action(params, target_params, batch, backup_key)),
+        ("Features/dot_next_data", batch.next_action)):
+      metrics[tag] = regularizers.dr3_penalty(
+          online.representation, phi_next, action=batch.action, next_action=next_action,
+          num_actions=agent.num_actions, config=action_dots)
+    if batch.return_to_go is not None:
+      # Over/under-estimation against the discounted return the data actually got.
+      q_data = losses.select(online.q_values, batch.action)
+      metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
+      metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
+    return metrics
+
+  return jax.jit(diagnose)
+
+
 @gin.configurable(denylist=["base_dir"])
 class FixedReplayRunner:
   """Offline training on fixed DQN Replay data with online evaluation.
@@ -147,34 +186,11 @@ class FixedReplayRunner:
       self._schedule.append((learner.make_train_steps(step, remainder, scan_unroll, donate), 1))
     self._zero_metrics = learner.zero_metrics(step, self._initial_state, self._data)
 
-    action_dots = regularizers.DR3Config(features="action")
+    def sample_diagnostic_batch(key, data):
+      return sampler.sample_transitions(key, data, diagnostics_batch_size, stack_size=stack,
+                                        update_horizon=n, gamma=gamma)
 
-    def diagnose(params, target_params, data, key):
-      sample_key, backup_key = jax.random.split(key)
-      batch = sampler.sample_transitions(sample_key, data, diagnostics_batch_size,
-                                         stack_size=stack, update_horizon=n, gamma=gamma)
-      online = self.agent.apply(params, batch.state)
-      phi_next = self.agent.apply(params, batch.next_state).representation
-      # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
-      metrics = diagnostics.all_diagnostics(online.representation, phi_next,
-                                            delta=srank_delta,
-                                            compute_srank_eig=backend != "tpu")
-      # DR3's phi(s, a)^T phi(s', a') with action-aware features (phi (x) e_a): a' from
-      # the agent's own backup, and the dataset's next action (the SARSA pairing).
-      for tag, next_action in (
-          ("Features/dot_next_backup",
-           self.agent.backup_next_action(params, target_params, batch, backup_key)),
-          ("Features/dot_next_data", batch.next_action)):
-        metrics[tag] = regularizers.dr3_penalty(
-            online.representation, phi_next, action=batch.action, next_action=next_action,
-            num_actions=self.agent.num_actions, config=action_dots)
-      # Over/under-estimation against the discounted return the data actually got.
-      q_data = losses.select(online.q_values, batch.action)
-      metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
-      metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
-      return metrics
-
-    self._diagnose = jax.jit(diagnose)
+    self._diagnose = make_diagnose(self.agent, sample_diagnostic_batch, srank_delta)
     self._act = jax.jit(self.agent.act)
 
   def _check_shapes(self, env: factory.Environment) -> None:

@@ -1,0 +1,308 @@
+"""Online training: the agent acts, fills a device replay buffer, and updates n times
+per environment step (IUP Section 3 / Appendix A.2: n = 0.25 is Dopamine's DQN, one
+update every 4 steps; n = 1, 4, 8, 16 reuse each datum more).
+
+Each environment step is one jitted call: add (o_t, a_t, r_t, terminal_t) to the
+buffer (Dopamine's add semantics), run the updates due at this step fused (the same
+pure train step as offline, sampling from the buffer inside jit), and pick a_{t+1}
+epsilon-greedily on the next state. The environment itself runs on the host.
+
+Dopamine's online defaults: replay capacity 1M, training starts after 20,000 steps,
+epsilon decays linearly from 1 to 0.01 over 250,000 steps after those (Dopamine's
+`linearly_decaying_epsilon` with warmup), the target network is copied every 8,000
+environment steps, an iteration is 250,000 training steps then 125,000 evaluation
+steps. At the end of an episode (game over or the 27,000-step limit) the last entry is
+stored as terminal, as Dopamine's `end_episode` did.
+
+`log_dataset=True` writes the buffer after every iteration in the DQN Replay format
+(replay_logs/ under base_dir, suffix = iteration), which `train.py` offline reads
+unchanged.
+"""
+import functools
+import logging
+import math
+import os
+import time
+from typing import Callable, Optional
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from batch_rl import checkpointing
+from batch_rl import summary_writer
+from batch_rl.agents import common
+from batch_rl.agents import dqn
+from batch_rl.agents import learner
+from batch_rl.environments import evaluation
+from batch_rl.environments import factory
+from batch_rl.replay import circular_buffer
+from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.run_experiment import ConfigError, _format_duration, _seed_int, make_diagnose
+from batch_rl.tf_utils import gfile
+
+log = logging.getLogger("batch_rl")
+
+
+def linearly_decaying_epsilon(decay_period: int, step: int, warmup_steps: int,
+                              epsilon: float) -> float:
+  """Dopamine's schedule: 1 during warmup, then linear to `epsilon` over decay_period."""
+  steps_left = decay_period + warmup_steps - step
+  bonus = (1.0 - epsilon) * steps_left / decay_period
+  return epsilon + float(np.clip(bonus, 0.0, 1.0 - epsilon))
+
+
+def updates_at_step(step: int, updates_per_step: float) -> int:
+  """Gradient updates due at training step `step` (0-based) for n = updates_per_step.
+
+  floor(n (step + 1)) - floor(n step): n = 0.25 gives one update at steps 3, 7, ...;
+  n = 8 gives 8 at every step; n = 1.5 alternates 1 and 2.
+  """
+  return math.floor(updates_per_step * (step + 1) + 1e-9) - math.floor(
+      updates_per_step * step + 1e-9)
+
+
+@gin.configurable(denylist=["base_dir"])
+class OnlineRunner:
+  """Online DQN-style training with n updates per environment step.
+
+  Args:
+    base_dir: this run's directory.
+    game, domain: as FixedReplayRunner ("Pong"/"atari", "breakout"/"minatar").
+    agent_fn: agent constructor taking `num_actions` (gin: `@DQNAgent`).
+    num_iterations: iterations (200 in Dopamine).
+    training_steps: environment steps per iteration (250,000).
+    evaluation_steps: agent steps of each evaluation phase (125,000; 0 = none).
+    eval_epsilon: epsilon of evaluation (0.001).
+    num_eval_envs: environments stepped in lockstep during evaluation.
+    updates_per_step: n > 0, gradient updates per environment step; fractions run one
+      update every 1/n steps (0.25 = Dopamine's update_period 4).
+    min_replay_history: environment steps before training starts (20,000).
+    replay_capacity: entries of the circular buffer (1,000,000).
+    epsilon_train, epsilon_decay_period: Dopamine's training epsilon schedule.
+    target_update_env_steps: copy the target network every this many environment
+      steps (8,000, Dopamine's DQN), i.e. every n * this many updates; None keeps the
+      agent's own `target_update_period` (in updates).
+    clip_rewards: store rewards clipped to [-1, 1] (Dopamine's DQN).
+    seed: seeds network init, acting, sampling and the environments.
+    diagnostics_batch_size, srank_delta: as FixedReplayRunner, on the replay buffer.
+    log_dataset: write the buffer as DQN Replay checkpoint `iteration` after each one.
+    keep_checkpoints: agent-state checkpoints kept.
+  """
+
+  def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
+               agent_fn: Callable[..., dqn.DQNAgent] = dqn.DQNAgent,
+               num_iterations: int = 200, training_steps: int = 250_000,
+               evaluation_steps: int = 125_000, eval_epsilon: float = 0.001,
+               num_eval_envs: int = 1, updates_per_step: float = 0.25,
+               min_replay_history: int = 20_000, replay_capacity: int = 1_000_000,
+               epsilon_train: float = 0.01, epsilon_decay_period: int = 250_000,
+               target_update_env_steps: Optional[int] = 8000, clip_rewards: bool = True,
+               seed: int = 0, diagnostics_batch_size: int = 2048,
+               srank_delta: float = 0.01, log_dataset: bool = False,
+               keep_checkpoints: int = 2):
+    if not base_dir:
+      raise ConfigError("--base_dir is required: the directory this run writes to.")
+    if not updates_per_step > 0:
+      raise ConfigError(f"`OnlineRunner.updates_per_step` must be > 0 (e.g. 0.25, 1, 8), "
+                        f"got {updates_per_step}.")
+    for name, value in (("num_iterations", num_iterations), ("training_steps", training_steps),
+                        ("num_eval_envs", num_eval_envs),
+                        ("epsilon_decay_period", epsilon_decay_period)):
+      if value < 1:
+        raise ConfigError(f"`OnlineRunner.{name}` must be >= 1, got {value}.")
+    self.base_dir = base_dir
+    self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
+    self.env_name = f"{domain}:{game}"
+    self.env = factory.create_environment(self.env_name, seed=_seed_int(seed, 4))
+    self.agent = agent_fn(num_actions=self.env.num_actions)
+    stack, n, gamma = self.env.stack_size, self.agent.update_horizon, self.agent.gamma
+    needed = max(self.agent.batch_size, stack + n + 1)
+    if replay_capacity < needed:
+      raise ConfigError(
+          f"`OnlineRunner.replay_capacity` = {replay_capacity} is smaller than the batch "
+          f"({self.agent.batch_size}) or the frame stack plus n-step horizon ({stack} + "
+          f"{n} + 1); it must be >= {needed}.")
+    if not 0 <= min_replay_history <= replay_capacity:
+      raise ConfigError(f"`OnlineRunner.min_replay_history` must be in [0, replay_capacity "
+                        f"= {replay_capacity}], got {min_replay_history}.")
+    self.num_iterations = num_iterations
+    self.training_steps = training_steps
+    self.evaluation_steps = evaluation_steps
+    self.eval_epsilon = eval_epsilon
+    self.num_eval_envs = num_eval_envs
+    self.updates_per_step = updates_per_step
+    self.min_replay_history = min_replay_history
+    self.replay_capacity = replay_capacity
+    self.epsilon_train = epsilon_train
+    self.epsilon_decay_period = epsilon_decay_period
+    self.clip_rewards = clip_rewards
+    self.seed = seed
+    self.log_dataset = log_dataset
+    self.keep_checkpoints = keep_checkpoints
+    self.state_shape = tuple(self.env.observation_shape) + (stack,)
+    self._key = jax.random.PRNGKey(seed)
+    try:
+      self._initial_state = self.agent.init(jax.random.fold_in(self._key, 0), self.state_shape)
+    except common.RepresentationError as e:
+      raise ConfigError(str(e)) from e
+    except ValueError as e:
+      raise ConfigError(f"The network of {type(self.agent).__name__} does not take the "
+                        f"states of {self.env_name} (shape {self.state_shape}): {e}") from e
+    target_period = self.agent.target_update_period
+    if target_update_env_steps is not None:
+      target_period = max(1, round(target_update_env_steps * updates_per_step))
+    self.target_update_period = target_period
+
+    def sample(key, buffer):
+      return circular_buffer.sample_transitions(key, buffer, self.agent.batch_size,
+                                                stack_size=stack, update_horizon=n,
+                                                gamma=gamma)
+
+    self._train_step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
+                                               target_period)
+    self._zero_metrics = learner.zero_metrics(
+        self._train_step, self._initial_state,
+        jax.eval_shape(functools.partial(circular_buffer.create, replay_capacity,
+                                         tuple(self.env.observation_shape))))
+    self._step_fns: dict[int, Callable] = {}
+
+    def sample_diagnostic_batch(key, buffer):
+      return circular_buffer.sample_transitions(key, buffer, diagnostics_batch_size,
+                                                stack_size=stack, update_horizon=n,
+                                                gamma=gamma)
+
+    self._diagnose = make_diagnose(self.agent, sample_diagnostic_batch, srank_delta)
+    self._act = jax.jit(self.agent.act)
+
+  # ---------------------------------------------------------------- one env step
+  def _step_fn(self, num_updates: int):
+    """Jitted add + `num_updates` fused updates + the next action, compiled per count."""
+    if num_updates not in self._step_fns:
+      stack, clip = self.env.stack_size, self.clip_rewards
+      train_step = self._train_step
+
+      def step(state, buffer, totals, frame, action, reward, terminal, next_states, key,
+               epsilon):
+        buffer = circular_buffer.add(buffer, frame, action, reward, terminal,
+                                     stack_size=stack, clip_rewards=clip)
+        for _ in range(num_updates):  # unrolled: n is small, and XLA:CPU scans slowly
+          state, metrics = train_step(state, buffer)
+          totals = {k: totals[k] + v for k, v in metrics.items()}
+        next_action = self.agent.act(state.params, next_states, key, epsilon)[0]
+        return state, buffer, totals, next_action
+
+      # Donated: the buffer is updated in place instead of copied every step.
+      self._step_fns[num_updates] = jax.jit(step, donate_argnums=(0, 1, 2))
+    return self._step_fns[num_updates]
+
+  def _epsilon(self, total_steps: int) -> float:
+    return linearly_decaying_epsilon(self.epsilon_decay_period, total_steps,
+                                     self.min_replay_history, self.epsilon_train)
+
+  # ---------------------------------------------------------------- phases
+  def _train(self, state, buffer, iteration: int, carry: dict):
+    """One iteration of acting and learning; returns (state, buffer, metrics)."""
+    totals = jax.tree.map(jnp.copy, self._zero_metrics)  # donated to the step function
+    key = jax.random.fold_in(jax.random.fold_in(self._key, 5), iteration)
+    returns, updates = [], 0
+    frame, stack, action = carry["frame"], carry["stack"], carry["action"]
+    for _ in range(self.training_steps):
+      total = carry["env_steps"]
+      next_frame, reward, terminal, truncated = self.env.step(int(action))
+      carry["episode_return"] += reward
+      carry["episode_length"] += 1
+      episode_end = terminal or truncated
+      if episode_end:
+        returns.append(carry["episode_return"])
+        carry["episode_return"], carry["episode_length"] = 0.0, 0
+        next_frame = self.env.reset()
+        next_stack = np.zeros_like(stack)
+      else:
+        next_stack = np.roll(stack, -1, axis=-1)
+      next_stack[..., -1] = next_frame
+      # Dopamine trains once its buffer holds more than min_replay_history entries;
+      # here, from environment step min_replay_history on (padding entries not counted).
+      num_updates = (updates_at_step(total, self.updates_per_step)
+                     if total >= self.min_replay_history else 0)
+      key, act_key = jax.random.split(key)
+      state, buffer, totals, action = self._step_fn(num_updates)(
+          state, buffer, totals, frame, action, reward, episode_end, next_stack[None],
+          act_key, self._epsilon(total + 1))
+      updates += num_updates
+      frame, stack = next_frame, next_stack
+      carry["env_steps"] = total + 1
+    carry.update(frame=frame, stack=stack, action=action)
+    totals = jax.device_get(totals)
+    metrics = {k: float(v) / max(updates, 1) for k, v in totals.items()} if updates else {}
+    metrics["Train/EpisodeReturn"] = float(np.mean(returns)) if returns else float("nan")
+    metrics["Train/NumEpisodes"] = float(len(returns))
+    metrics["Train/EnvSteps"] = float(carry["env_steps"])
+    metrics["Train/GradientSteps"] = float(state.step)
+    return state, buffer, metrics
+
+  def _evaluate(self, params, iteration: int) -> evaluation.EvalResult:
+    envs = [factory.create_environment(self.env_name, seed=_seed_int(self.seed, 3, iteration, i))
+            for i in range(self.num_eval_envs)]
+    key = jax.random.fold_in(jax.random.fold_in(self._key, 2), iteration)
+    policy = lambda states, k: self._act(params, states, k, self.eval_epsilon)
+    return evaluation.evaluate(policy, envs, self.evaluation_steps, key)
+
+  def _write_dataset(self, buffer, iteration: int) -> None:
+    arrays = circular_buffer.to_numpy(buffer)
+    fmt.write_shard(os.path.join(self.base_dir, "replay_logs"), iteration,
+                    observation=arrays["observation"], action=arrays["action"],
+                    reward=arrays["reward"], terminal=arrays["terminal"],
+                    add_count=arrays["add_count"], stack_size=self.env.stack_size)
+
+  # ---------------------------------------------------------------- driver
+  def run(self) -> dict[str, float]:
+    """Trains `num_iterations` iterations; returns the last iteration's metrics."""
+    if checkpointing.list_iterations(self.checkpoint_dir):
+      raise ConfigError(f"{self.base_dir} holds checkpoints of an earlier online run; online "
+                        "runs do not resume (the replay buffer is not checkpointed). Use a "
+                        "new --base_dir.")
+    gfile().makedirs(self.base_dir)
+    writer = summary_writer.SummaryWriter(self.base_dir)
+    config = gin.operative_config_str()
+    with gfile().GFile(os.path.join(self.base_dir, "config.gin.tmp"), "w") as f:
+      f.write(config)
+    gfile().rename(os.path.join(self.base_dir, "config.gin.tmp"),
+                   os.path.join(self.base_dir, "config.gin"), overwrite=True)
+    writer.text("Config/gin", "```\n" + config + "\n```")
+    state = jax.tree.map(jnp.copy, self._initial_state)  # donated to the step function
+    buffer = circular_buffer.create(self.replay_capacity, self.env.observation_shape)
+    first = self.env.reset()
+    stack = np.zeros(self.state_shape, np.uint8)
+    stack[..., -1] = first
+    key = jax.random.fold_in(self._key, 6)
+    action = int(self._act(state.params, stack[None], key, 1.0)[0])
+    carry = dict(frame=first, stack=stack, action=action, env_steps=0,
+                 episode_return=0.0, episode_length=0)
+    metrics, durations = {}, []
+    for iteration in range(self.num_iterations):
+      start = time.perf_counter()
+      state, buffer, metrics = self._train(state, buffer, iteration, carry)
+      train_time = time.perf_counter() - start
+      metrics["Train/StepsPerSecond"] = self.training_steps / train_time
+      if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
+        diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
+        metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
+                                                     buffer, diag_key)))
+      if self.evaluation_steps > 0:
+        metrics.update(self._evaluate(state.params, iteration).metrics())
+      metrics = {k: float(v) for k, v in metrics.items()}
+      writer.scalars(iteration, metrics)
+      checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
+      if self.log_dataset:
+        self._write_dataset(buffer, iteration)
+      durations.append(time.perf_counter() - start)
+      eta = np.mean(durations) * (self.num_iterations - iteration - 1)
+      log.info("iteration %d/%d | %.0f env steps/s | %d updates | train return %.2f | "
+               "srank %s | eval return %.2f | ETA %s", iteration + 1, self.num_iterations,
+               metrics["Train/StepsPerSecond"], metrics["Train/GradientSteps"],
+               metrics["Train/EpisodeReturn"], metrics.get("Rank/srank", "-"),
+               metrics.get("Eval/AverageReturn", float("nan")), _format_duration(eta))
+    writer.close()
+    return metrics
