@@ -134,6 +134,14 @@ def main(argv=None):
           f"{timing['seeds_per_s']:.3f} seeds/s | final srank "
           f"{final(metrics, SRANK, max(1, args.window // v.cfg.log_every)).mean():.1f}",
           flush=True)
+    # Written after every variant, so an interrupted run still leaves its results.
+    report(args, env, [u for u in variants if u.name in results], results, timings)
+
+
+def report(args, env, variants, results, timings):
+  """Table (with the claims computable from `results`) and figure."""
+  seeds = list(range(args.seeds))
+  del seeds
 
   def win(name):
     return max(1, args.window // next(v for v in variants if v.name == name).cfg.log_every)
@@ -205,7 +213,7 @@ def main(argv=None):
   write_table(os.path.join(args.out, "gridworld_claims.md"), rows, claims, args, env)
   plot(os.path.join(args.out, "gridworld_claims.png"), variants, results, args)
   for c in claims:
-    print(f"{c[0]} {c[1]}: {c[2]:+.2f} +- {c[3]:.2f} -> {c[4]}")
+    print(f"{c[0]} {c[1]}: {c[2]:+.2f} +- {c[3]:.2f} -> {c[4]}", flush=True)
 
 
 def _fmt(x):
