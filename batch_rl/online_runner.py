@@ -39,6 +39,7 @@ from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.replay import circular_buffer
 from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.replay import prioritized_buffer
 from batch_rl.run_experiment import ConfigError, _format_duration, _seed_int, make_diagnose
 from batch_rl.tf_utils import gfile
 
@@ -88,6 +89,8 @@ class OnlineRunner:
     seed: seeds network init, acting, sampling and the environments.
     diagnostics_batch_size, srank_delta: as FixedReplayRunner, on the replay buffer.
     log_dataset: write the buffer as DQN Replay checkpoint `iteration` after each one.
+    prioritized_replay: Dopamine Rainbow's prioritized replay (replay/
+      prioritized_buffer.py); agents whose loss takes its weights: DQNAgent, C51Agent.
     keep_checkpoints: agent-state checkpoints kept.
   """
 
@@ -101,7 +104,7 @@ class OnlineRunner:
                target_update_env_steps: Optional[int] = 8000, clip_rewards: bool = True,
                seed: int = 0, diagnostics_batch_size: int = 2048,
                srank_delta: float = 0.01, log_dataset: bool = False,
-               keep_checkpoints: int = 2):
+               prioritized_replay: bool = False, keep_checkpoints: int = 2):
     if not base_dir:
       raise ConfigError("--base_dir is required: the directory this run writes to.")
     if not updates_per_step > 0:
@@ -150,22 +153,54 @@ class OnlineRunner:
     except ValueError as e:
       raise ConfigError(f"The network of {type(self.agent).__name__} does not take the "
                         f"states of {self.env_name} (shape {self.state_shape}): {e}") from e
+    if prioritized_replay and not getattr(self.agent, "supports_prioritized_replay", False):
+      raise ConfigError(f"`OnlineRunner.prioritized_replay` needs an agent whose loss takes "
+                        f"importance weights (DQNAgent, C51Agent), not "
+                        f"{type(self.agent).__name__}.")
+    self.prioritized_replay = prioritized_replay
     target_period = self.agent.target_update_period
     if target_update_env_steps is not None:
       target_period = max(1, round(target_update_env_steps * updates_per_step))
     self.target_update_period = target_period
 
-    def sample(key, buffer):
-      return circular_buffer.sample_transitions(key, buffer, self.agent.batch_size,
-                                                stack_size=stack, update_horizon=n,
-                                                gamma=gamma)
+    frame_shape = tuple(self.env.observation_shape)
+    if prioritized_replay:
+      self._create_buffer = functools.partial(prioritized_buffer.create, replay_capacity,
+                                              frame_shape)
+      self._add = prioritized_buffer.add
+      self._uniform_view = lambda pbuffer: pbuffer.buffer
 
-    self._train_step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
-                                               target_period)
-    self._zero_metrics = learner.zero_metrics(
-        self._train_step, self._initial_state,
-        jax.eval_shape(functools.partial(circular_buffer.create, replay_capacity,
-                                         tuple(self.env.observation_shape))))
+      def sample(key, pbuffer):
+        return prioritized_buffer.sample_transitions(key, pbuffer, self.agent.batch_size,
+                                                     stack_size=stack, update_horizon=n,
+                                                     gamma=gamma)
+
+      self._train_step = learner.make_prioritized_train_step(
+          self.agent.loss, self.agent.optimizer, sample,
+          prioritized_buffer.update_priorities, target_period)
+    else:
+      self._create_buffer = functools.partial(circular_buffer.create, replay_capacity,
+                                              frame_shape)
+      self._add = circular_buffer.add
+      self._uniform_view = lambda buffer: buffer
+
+      def sample(key, buffer):
+        return circular_buffer.sample_transitions(key, buffer, self.agent.batch_size,
+                                                  stack_size=stack, update_horizon=n,
+                                                  gamma=gamma)
+
+      uniform_step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
+                                             target_period)
+
+      def train_step(state, buffer):
+        state, metrics = uniform_step(state, buffer)
+        return state, buffer, metrics
+
+      self._train_step = train_step
+    _, _, metric_shapes = jax.eval_shape(self._train_step, self._initial_state,
+                                         jax.eval_shape(self._create_buffer))
+    self._zero_metrics = {k: jnp.zeros(v.shape, jnp.float32)
+                          for k, v in metric_shapes.items()}
     self._step_fns: dict[int, Callable] = {}
 
     def sample_diagnostic_batch(key, buffer):
@@ -185,10 +220,10 @@ class OnlineRunner:
 
       def step(state, buffer, totals, frame, action, reward, terminal, next_states, key,
                epsilon):
-        buffer = circular_buffer.add(buffer, frame, action, reward, terminal,
-                                     stack_size=stack, clip_rewards=clip)
+        buffer = self._add(buffer, frame, action, reward, terminal, stack_size=stack,
+                           clip_rewards=clip)
         for _ in range(num_updates):  # unrolled: n is small, and XLA:CPU scans slowly
-          state, metrics = train_step(state, buffer)
+          state, buffer, metrics = train_step(state, buffer)
           totals = {k: totals[k] + v for k, v in metrics.items()}
         next_action = self.agent.act(state.params, next_states, key, epsilon)[0]
         return state, buffer, totals, next_action
@@ -250,7 +285,7 @@ class OnlineRunner:
     return evaluation.evaluate(policy, envs, self.evaluation_steps, key)
 
   def _write_dataset(self, buffer, iteration: int) -> None:
-    arrays = circular_buffer.to_numpy(buffer)
+    arrays = circular_buffer.to_numpy(self._uniform_view(buffer))
     fmt.write_shard(os.path.join(self.base_dir, "replay_logs"), iteration,
                     observation=arrays["observation"], action=arrays["action"],
                     reward=arrays["reward"], terminal=arrays["terminal"],
@@ -272,7 +307,7 @@ class OnlineRunner:
                    os.path.join(self.base_dir, "config.gin"), overwrite=True)
     writer.text("Config/gin", "```\n" + config + "\n```")
     state = jax.tree.map(jnp.copy, self._initial_state)  # donated to the step function
-    buffer = circular_buffer.create(self.replay_capacity, self.env.observation_shape)
+    buffer = self._create_buffer()
     first = self.env.reset()
     stack = np.zeros(self.state_shape, np.uint8)
     stack[..., -1] = first
@@ -289,7 +324,7 @@ class OnlineRunner:
       if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
         diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
         metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
-                                                     buffer, diag_key)))
+                                                     self._uniform_view(buffer), diag_key)))
       if self.evaluation_steps > 0:
         metrics.update(self._evaluate(state.params, iteration).metrics())
       metrics = {k: float(v) for k, v in metrics.items()}

@@ -45,6 +45,8 @@ class C51Agent(common.ValueAgent):
     regularizers: loss terms (regularizer_terms), given the expected Q-values.
   """
 
+  supports_prioritized_replay = True  # the loss applies batch.weight
+
   def __init__(self, num_actions: int, network: Callable[..., Any] = networks.NatureDQNNetwork,
                optimizer_fn: Callable[[], optax.GradientTransformation] = learner.create_optimizer,
                num_atoms: int = 51, vmin: float = -10.0, vmax: float = 10.0,
@@ -78,13 +80,15 @@ class C51Agent(common.ValueAgent):
     target_probs = distributional.c51_target(batch.reward, batch.discount, next_probs,
                                              self.support)
     logits = common.select_head(online.head_outputs, batch.action)
-    td_loss = jnp.mean(distributional.c51_loss(logits, target_probs))
     q_data = losses.select(online.q_values, batch.action)
     target_mean = jnp.sum(target_probs * self.support, axis=-1)
     metrics = {
         "Train/TDError": jnp.mean(jnp.abs(target_mean - q_data)),
         "Train/QData": jnp.mean(q_data),
     }
+    # Prioritized replay (Rainbow) weights the cross-entropies; uniform batches do not.
+    td_loss = learner.weighted_mean(distributional.c51_loss(logits, target_probs), batch,
+                                    metrics)
     loss = self.add_regularizers(td_loss, metrics, params=params,
                                  target_params=target_params, key=regularizer_key,
                                  q_values=online.q_values, online=online,

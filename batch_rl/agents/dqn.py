@@ -50,6 +50,8 @@ class DQNAgent(common.ValueAgent):
       `num_actions` and `default_network` (gin: `@CheckpointPolicy`).
   """
 
+  supports_prioritized_replay = True  # the loss applies batch.weight
+
   def __init__(self, num_actions: int, network: Callable[..., Any] = networks.NatureDQNNetwork,
                optimizer_fn: Callable[[], optax.GradientTransformation] = learner.create_optimizer,
                gamma: float = 0.99, update_horizon: int = 1, batch_size: int = 32,
@@ -118,11 +120,11 @@ class DQNAgent(common.ValueAgent):
       per_sample = losses.huber_loss(error, self.huber_delta)
     else:
       per_sample = losses.mse_loss(error)
-    td_loss = jnp.mean(per_sample)
     metrics = {
         "Train/TDError": jnp.mean(jnp.abs(error)),
         "Train/QData": jnp.mean(q_data),
     }
+    td_loss = learner.weighted_mean(per_sample, batch, metrics)  # PER-weighted if given
     loss = self.add_regularizers(td_loss, metrics, params=params,
                                  target_params=target_params, key=regularizer_key,
                                  q_values=online.q_values, online=online,

@@ -119,6 +119,43 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   return train_step
 
 
+# Key under which a loss returns its per-sample losses [B] when the batch carries
+# prioritized-replay weights; the prioritized train step removes it from the metrics.
+PER_SAMPLE_LOSS = "_per_sample_loss"
+
+
+def weighted_mean(per_sample: jax.Array, batch, metrics: Metrics) -> jax.Array:
+  """mean(per_sample), or mean(weight * per_sample) for a prioritized batch (whose
+  per-sample losses then go into `metrics[PER_SAMPLE_LOSS]` for the new priorities)."""
+  weight = getattr(batch, "weight", None)
+  if weight is None:
+    return jnp.mean(per_sample)
+  metrics[PER_SAMPLE_LOSS] = per_sample
+  return jnp.mean(weight * per_sample)
+
+
+def make_prioritized_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                                sample_fn: SampleFn, update_fn, target_update_period: int):
+  """Pure `(state, data) -> (state, data, metrics)`: as make_train_step, then
+  `data = update_fn(data, batch.index, per_sample_loss)` (new replay priorities)."""
+
+  def train_step(state: TrainState, data: Any):
+    rng, sample_key, loss_key = jax.random.split(state.rng, 3)
+    batch = sample_fn(sample_key, data)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        state.params, state.target_params, batch, loss_key)
+    per_sample = metrics.pop(PER_SAMPLE_LOSS)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    target_params = optax.periodic_update(params, state.target_params, step,
+                                          target_update_period)
+    data = update_fn(data, batch.index, per_sample)
+    return TrainState(params, target_params, opt_state, rng, step), data, metrics
+
+  return train_step
+
+
 def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool = False):
   """One jitted call running `num_steps` train steps with lax.scan.
 

@@ -57,6 +57,7 @@ class Transition(NamedTuple):
     index: int32 [B], flat index (shard * capacity + i) of each state.
     return_to_go: float32 [B], Monte-Carlo return from the state (None if the data
       has none).
+    weight: float32 [B] importance weights of prioritized replay, else None.
   """
 
   state: jax.Array
@@ -68,6 +69,7 @@ class Transition(NamedTuple):
   discount: jax.Array
   index: jax.Array
   return_to_go: Optional[jax.Array] = None
+  weight: Optional[jax.Array] = None
 
 
 def _frame_stack(observation, shard, index, stack_size):
