@@ -91,6 +91,14 @@ class OnlineRunner:
     log_dataset: write the buffer as DQN Replay checkpoint `iteration` after each one.
     prioritized_replay: Dopamine Rainbow's prioritized replay (replay/
       prioritized_buffer.py); agents whose loss takes its weights: DQNAgent, C51Agent.
+    tandem: None, "tandem" or "forked": also train a passive agent on exactly the
+      active agent's minibatches, in the same order (Ostrovski et al. 2021; empirical
+      study Section 9). "tandem": the passive agent has its own initialisation from
+      the start and both learn; "forked": at environment step `fork_step` the passive
+      agent starts as a copy of the active one, and the active agent is frozen from
+      then on (it keeps generating data with its fixed policy). Its metrics, diagnostics and evaluation are logged under
+      "Passive/" + the usual tag; the active agent's under the usual tags.
+    fork_step: environment step of the fork (tandem="forked").
     keep_checkpoints: agent-state checkpoints kept.
   """
 
@@ -104,7 +112,8 @@ class OnlineRunner:
                target_update_env_steps: Optional[int] = 8000, clip_rewards: bool = True,
                seed: int = 0, diagnostics_batch_size: int = 2048,
                srank_delta: float = 0.01, log_dataset: bool = False,
-               prioritized_replay: bool = False, keep_checkpoints: int = 2):
+               prioritized_replay: bool = False, tandem: Optional[str] = None,
+               fork_step: int = 0, keep_checkpoints: int = 2):
     if not base_dir:
       raise ConfigError("--base_dir is required: the directory this run writes to.")
     if not updates_per_step > 0:
@@ -158,6 +167,16 @@ class OnlineRunner:
                         f"importance weights (DQNAgent, C51Agent), not "
                         f"{type(self.agent).__name__}.")
     self.prioritized_replay = prioritized_replay
+    if tandem not in (None, "tandem", "forked"):
+      raise ConfigError(f"`OnlineRunner.tandem` must be None, 'tandem' or 'forked', got "
+                        f"{tandem!r}.")
+    if tandem and prioritized_replay:
+      raise ConfigError("`OnlineRunner.tandem` runs with uniform replay only (whose "
+                        "priorities would the passive agent follow?); unset "
+                        "`OnlineRunner.prioritized_replay`.")
+    if tandem == "forked" and not 0 <= fork_step:
+      raise ConfigError(f"`OnlineRunner.fork_step` must be >= 0, got {fork_step}.")
+    self.tandem, self.fork_step = tandem, fork_step
     target_period = self.agent.target_update_period
     if target_update_env_steps is not None:
       target_period = max(1, round(target_update_env_steps * updates_per_step))
@@ -196,11 +215,26 @@ class OnlineRunner:
         state, metrics = uniform_step(state, buffer)
         return state, buffer, metrics
 
+      # Forked tandem freezes the active agent at the fork (Ostrovski et al. 2021): it
+      # keeps acting with its fixed policy while the passive copy learns.
+      tandem_step = learner.make_tandem_train_step(self.agent.loss, self.agent.optimizer,
+                                                   sample, target_period,
+                                                   train_active=tandem != "forked")
+
+      def tandem_train_step(states, buffer):
+        states, metrics = tandem_step(states, buffer)
+        return states, buffer, metrics
+
       self._train_step = train_step
-    _, _, metric_shapes = jax.eval_shape(self._train_step, self._initial_state,
-                                         jax.eval_shape(self._create_buffer))
-    self._zero_metrics = {k: jnp.zeros(v.shape, jnp.float32)
-                          for k, v in metric_shapes.items()}
+      self._tandem_train_step = tandem_train_step
+    self._zero_metrics = self._metric_zeros(self._train_step, self._initial_state)
+    if tandem:
+      self._initial_passive = self.agent.init(jax.random.fold_in(self._key, 7),
+                                              self.state_shape)
+      self._zero_tandem_metrics = self._metric_zeros(
+          self._tandem_train_step, (self._initial_state, self._initial_passive))
+      if tandem == "forked":  # the active agent's keys stay in the totals, unchanged
+        self._zero_tandem_metrics = {**self._zero_metrics, **self._zero_tandem_metrics}
     self._step_fns: dict[int, Callable] = {}
 
     def sample_diagnostic_batch(key, buffer):
@@ -211,12 +245,20 @@ class OnlineRunner:
     self._diagnose = make_diagnose(self.agent, sample_diagnostic_batch, srank_delta)
     self._act = jax.jit(self.agent.act)
 
+  def _metric_zeros(self, train_step, state):
+    _, _, shapes = jax.eval_shape(train_step, state, jax.eval_shape(self._create_buffer))
+    return {k: jnp.zeros(v.shape, jnp.float32) for k, v in shapes.items()}
+
   # ---------------------------------------------------------------- one env step
-  def _step_fn(self, num_updates: int):
-    """Jitted add + `num_updates` fused updates + the next action, compiled per count."""
-    if num_updates not in self._step_fns:
+  def _step_fn(self, num_updates: int, tandem: bool = False):
+    """Jitted add + `num_updates` fused updates + the next action, compiled per count.
+
+    With `tandem` the carried state is (active, passive) and both learn.
+    """
+    if (num_updates, tandem) not in self._step_fns:
       stack, clip = self.env.stack_size, self.clip_rewards
-      train_step = self._train_step
+      train_step = self._tandem_train_step if tandem else self._train_step
+      acting = (lambda s: s[0]) if tandem else (lambda s: s)
 
       def step(state, buffer, totals, frame, action, reward, terminal, next_states, key,
                epsilon):
@@ -224,13 +266,13 @@ class OnlineRunner:
                            clip_rewards=clip)
         for _ in range(num_updates):  # unrolled: n is small, and XLA:CPU scans slowly
           state, buffer, metrics = train_step(state, buffer)
-          totals = {k: totals[k] + v for k, v in metrics.items()}
-        next_action = self.agent.act(state.params, next_states, key, epsilon)[0]
+          totals = {**totals, **{k: totals[k] + v for k, v in metrics.items()}}
+        next_action = self.agent.act(acting(state).params, next_states, key, epsilon)[0]
         return state, buffer, totals, next_action
 
       # Donated: the buffer is updated in place instead of copied every step.
-      self._step_fns[num_updates] = jax.jit(step, donate_argnums=(0, 1, 2))
-    return self._step_fns[num_updates]
+      self._step_fns[num_updates, tandem] = jax.jit(step, donate_argnums=(0, 1, 2))
+    return self._step_fns[num_updates, tandem]
 
   def _epsilon(self, total_steps: int) -> float:
     return linearly_decaying_epsilon(self.epsilon_decay_period, total_steps,
@@ -238,10 +280,16 @@ class OnlineRunner:
 
   # ---------------------------------------------------------------- phases
   def _train(self, state, buffer, iteration: int, carry: dict):
-    """One iteration of acting and learning; returns (state, buffer, metrics)."""
-    totals = jax.tree.map(jnp.copy, self._zero_metrics)  # donated to the step function
+    """One iteration of acting and learning; returns (state, buffer, metrics).
+
+    `state` is the active agent's TrainState, or (active, passive) once a passive
+    agent exists (tandem from the start; forked from `fork_step` on).
+    """
+    tandem = isinstance(state, tuple)
+    totals = jax.tree.map(jnp.copy, self._zero_tandem_metrics if tandem
+                          else self._zero_metrics)  # donated to the step function
     key = jax.random.fold_in(jax.random.fold_in(self._key, 5), iteration)
-    returns, updates = [], 0
+    returns, updates, passive_updates = [], 0, 0
     frame, stack, action = carry["frame"], carry["stack"], carry["action"]
     for _ in range(self.training_steps):
       total = carry["env_steps"]
@@ -261,20 +309,31 @@ class OnlineRunner:
       # here, from environment step min_replay_history on (padding entries not counted).
       num_updates = (updates_at_step(total, self.updates_per_step)
                      if total >= self.min_replay_history else 0)
+      if self.tandem == "forked" and not tandem and total == self.fork_step:
+        # The fork: the passive agent starts as a copy of the active one.
+        totals = {**jax.device_get(self._zero_tandem_metrics), **jax.device_get(totals)}
+        state, tandem = (state, jax.tree.map(jnp.copy, state)), True
       key, act_key = jax.random.split(key)
-      state, buffer, totals, action = self._step_fn(num_updates)(
+      state, buffer, totals, action = self._step_fn(num_updates, tandem)(
           state, buffer, totals, frame, action, reward, episode_end, next_stack[None],
           act_key, self._epsilon(total + 1))
-      updates += num_updates
+      if not (tandem and self.tandem == "forked"):  # forked: the active agent is frozen
+        updates += num_updates
+      passive_updates += num_updates if tandem else 0
       frame, stack = next_frame, next_stack
       carry["env_steps"] = total + 1
     carry.update(frame=frame, stack=stack, action=action)
     totals = jax.device_get(totals)
-    metrics = {k: float(v) / max(updates, 1) for k, v in totals.items()} if updates else {}
+    metrics = {k: float(v) / (passive_updates if k.startswith("Passive/") else updates)
+               for k, v in totals.items()
+               if (passive_updates if k.startswith("Passive/") else updates)}
     metrics["Train/EpisodeReturn"] = float(np.mean(returns)) if returns else float("nan")
     metrics["Train/NumEpisodes"] = float(len(returns))
     metrics["Train/EnvSteps"] = float(carry["env_steps"])
-    metrics["Train/GradientSteps"] = float(state.step)
+    active = state[0] if tandem else state
+    metrics["Train/GradientSteps"] = float(active.step)
+    if tandem:
+      metrics["Passive/Train/GradientSteps"] = float(state[1].step)
     return state, buffer, metrics
 
   def _evaluate(self, params, iteration: int) -> evaluation.EvalResult:
@@ -307,12 +366,14 @@ class OnlineRunner:
                    os.path.join(self.base_dir, "config.gin"), overwrite=True)
     writer.text("Config/gin", "```\n" + config + "\n```")
     state = jax.tree.map(jnp.copy, self._initial_state)  # donated to the step function
+    if self.tandem == "tandem":
+      state = (state, jax.tree.map(jnp.copy, self._initial_passive))
     buffer = self._create_buffer()
     first = self.env.reset()
     stack = np.zeros(self.state_shape, np.uint8)
     stack[..., -1] = first
     key = jax.random.fold_in(self._key, 6)
-    action = int(self._act(state.params, stack[None], key, 1.0)[0])
+    action = int(self._act(self._initial_state.params, stack[None], key, 1.0)[0])
     carry = dict(frame=first, stack=stack, action=action, env_steps=0,
                  episode_return=0.0, episode_length=0)
     metrics, durations = {}, []
@@ -321,12 +382,17 @@ class OnlineRunner:
       state, buffer, metrics = self._train(state, buffer, iteration, carry)
       train_time = time.perf_counter() - start
       metrics["Train/StepsPerSecond"] = self.training_steps / train_time
-      if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
-        diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
-        metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
-                                                     self._uniform_view(buffer), diag_key)))
-      if self.evaluation_steps > 0:
-        metrics.update(self._evaluate(state.params, iteration).metrics())
+      agents = [("", state)] if not isinstance(state, tuple) else [("", state[0]),
+                                                                   ("Passive/", state[1])]
+      for prefix, agent_state in agents:
+        if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
+          diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
+          diag = self._diagnose(agent_state.params, agent_state.target_params,
+                                self._uniform_view(buffer), diag_key)
+          metrics.update({prefix + k: v for k, v in jax.device_get(diag).items()})
+        if self.evaluation_steps > 0:
+          evaluated = self._evaluate(agent_state.params, iteration).metrics()
+          metrics.update({prefix + k: v for k, v in evaluated.items()})
       metrics = {k: float(v) for k, v in metrics.items()}
       writer.scalars(iteration, metrics)
       checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)

@@ -135,3 +135,41 @@ def test_an_online_run_refuses_to_resume(logged_run):
   runner = make_runner(base)
   with pytest.raises(run_experiment.ConfigError, match="do not resume"):
     runner.run()
+
+
+def test_tandem_active_is_the_solo_run_and_the_passive_learns_the_same_batches(tmp_path):
+  solo = make_runner(tmp_path / "solo", num_iterations=1).run()
+  gin.clear_config()
+  runner = make_runner(tmp_path / "tandem", num_iterations=1, tandem="tandem")
+  both = runner.run()
+  for tag in ("Train/Loss", "Train/QData", "Rank/srank", "Eval/AverageReturn",
+              "Train/EpisodeReturn"):
+    assert both[tag] == solo[tag], tag  # the passive agent changes nothing for the active
+  assert both["Passive/Train/GradientSteps"] == both["Train/GradientSteps"] == 55
+  for tag in ("Passive/Train/Loss", "Passive/Rank/srank", "Passive/Eval/AverageReturn",
+              "Passive/Features/dot_next"):
+    assert np.isfinite(both[tag]), tag
+  assert both["Passive/Train/Loss"] != both["Train/Loss"]  # its own initialisation
+
+
+def test_forked_tandem_freezes_the_active_agent_at_the_fork(tmp_path):
+  runner = make_runner(tmp_path / "forked", tandem="forked", fork_step=150)
+  runner.run()
+  scalars = summary_writer.read_scalars(str(tmp_path / "forked"))
+  assert "Passive/Train/GradientSteps" in scalars
+  assert sorted(scalars["Passive/Train/GradientSteps"]) == [1]  # forked at iteration 1
+  # Active: 55 updates before the fork, none after; passive: a copy (55) + 75 more.
+  assert [scalars["Train/GradientSteps"][i][0] for i in (0, 1)] == [55.0, 55.0]
+  assert scalars["Passive/Train/GradientSteps"][1][0] == 130.0
+  assert np.isfinite(scalars["Passive/Train/Loss"][1][0])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(tandem="mirror"), "OnlineRunner.tandem"),
+    (dict(tandem="tandem", prioritized_replay=True), "uniform replay"),
+    (dict(tandem="forked", fork_step=-5), "OnlineRunner.fork_step"),
+])
+def test_bad_tandem_settings(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    make_runner(tmp_path / "never", **overrides)
+

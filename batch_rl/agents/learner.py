@@ -89,17 +89,17 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
   return opt
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    sample_fn: SampleFn, target_update_period: int):
-  """Pure `(state, data) -> (state, metrics)`: sample, one gradient step, target sync.
+def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                target_update_period: int):
+  """Pure `(state, batch, loss_key, rng) -> (state, metrics)`: one gradient step on a
+  given batch, then the target sync; `rng` becomes the new state's key.
 
   The target network is overwritten by the online parameters after every
   `target_update_period`-th gradient step (optax.periodic_update, no host branch).
   """
 
-  def train_step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
-    rng, sample_key, loss_key = jax.random.split(state.rng, 3)
-    batch = sample_fn(sample_key, data)
+  def update(state: TrainState, batch: Any, loss_key: jax.Array,
+             rng: jax.Array) -> tuple[TrainState, Metrics]:
     grad_fn = jax.grad(loss_fn, has_aux=True)
     grads, metrics = grad_fn(state.params, state.target_params, batch, loss_key)
     if isinstance(optimizer, optax.GradientTransformationExtraArgs):
@@ -115,6 +115,45 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     target_params = optax.periodic_update(params, state.target_params, step,
                                           target_update_period)
     return TrainState(params, target_params, opt_state, rng, step), metrics
+
+  return update
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    sample_fn: SampleFn, target_update_period: int):
+  """Pure `(state, data) -> (state, metrics)`: sample, one gradient step, target sync."""
+  update = make_update(loss_fn, optimizer, target_update_period)
+
+  def train_step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
+    rng, sample_key, loss_key = jax.random.split(state.rng, 3)
+    return update(state, sample_fn(sample_key, data), loss_key, rng)
+
+  return train_step
+
+
+def make_tandem_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                           sample_fn: SampleFn, target_update_period: int,
+                           train_active: bool = True):
+  """Pure `((active, passive), data) -> ((active, passive), metrics)` for tandem RL
+  (Ostrovski et al. 2021): both agents take a gradient step on the SAME minibatch,
+  drawn with the active agent's key, so the active agent's trajectory is exactly that
+  of a solo run. The passive agent's metrics are prefixed with "Passive/".
+  `train_active=False` (forked tandem after the fork) freezes the active agent's
+  parameters; only its key advances, so the batches are drawn as before."""
+  update = make_update(loss_fn, optimizer, target_update_period)
+
+  def train_step(states, data):
+    active, passive = states
+    rng, sample_key, loss_key = jax.random.split(active.rng, 3)
+    batch = sample_fn(sample_key, data)
+    if train_active:
+      active, metrics = update(active, batch, loss_key, rng)
+    else:
+      active, metrics = active.replace(rng=rng), {}
+    passive, passive_metrics = update(passive, batch, jax.random.fold_in(loss_key, 1),
+                                      passive.rng)
+    metrics.update({"Passive/" + k: v for k, v in passive_metrics.items()})
+    return (active, passive), metrics
 
   return train_step
 
@@ -138,20 +177,14 @@ def make_prioritized_train_step(loss_fn: LossFn, optimizer: optax.GradientTransf
                                 sample_fn: SampleFn, update_fn, target_update_period: int):
   """Pure `(state, data) -> (state, data, metrics)`: as make_train_step, then
   `data = update_fn(data, batch.index, per_sample_loss)` (new replay priorities)."""
+  update = make_update(loss_fn, optimizer, target_update_period)
 
   def train_step(state: TrainState, data: Any):
     rng, sample_key, loss_key = jax.random.split(state.rng, 3)
     batch = sample_fn(sample_key, data)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.target_params, batch, loss_key)
-    per_sample = metrics.pop(PER_SAMPLE_LOSS)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step = state.step + 1
-    target_params = optax.periodic_update(params, state.target_params, step,
-                                          target_update_period)
-    data = update_fn(data, batch.index, per_sample)
-    return TrainState(params, target_params, opt_state, rng, step), data, metrics
+    state, metrics = update(state, batch, loss_key, rng)
+    data = update_fn(data, batch.index, metrics.pop(PER_SAMPLE_LOSS))
+    return state, data, metrics
 
   return train_step
 

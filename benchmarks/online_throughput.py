@@ -1,0 +1,63 @@
+r"""Environment steps per second of online DQN on MinAtar Breakout at n updates per step.
+
+  python benchmarks/online_throughput.py                 # n = 1 and 8, 5,000 steps each
+  python benchmarks/online_throughput.py --n 0.25 1 4 8 --steps 10000
+
+Runs gin_configs/online/minatar_dqn.gin (Dopamine's MinAtar DQN: batch 128) through the
+OnlineRunner for one iteration per n, training from the first step
+(min_replay_history = 1,000), and prints env steps/s of the training phase (compilation
+included in the first of each n, so use enough steps), plus the size on disk of one
+logged iteration (the replay buffer in the DQN Replay format).
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
+from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--n", nargs="+", type=float, default=[1, 8])
+  parser.add_argument("--steps", type=int, default=5000)
+  parser.add_argument("--capacity", type=int, default=100_000)
+  args = parser.parse_args(argv)
+  print(f"jax backend: {__import__('jax').default_backend()}, {os.cpu_count()} CPUs")
+  for n in args.n:
+    base = tempfile.mkdtemp(prefix="online_bench_")
+    try:
+      config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")], [
+          f"OnlineRunner.updates_per_step = {n}", f"OnlineRunner.training_steps = {args.steps}",
+          "OnlineRunner.num_iterations = 1", "OnlineRunner.evaluation_steps = 0",
+          f"OnlineRunner.replay_capacity = {args.capacity}",
+          "OnlineRunner.min_replay_history = 1000", "OnlineRunner.log_dataset = True"])
+      runner = run_experiment.create_runner(base_dir=base)
+      start = time.perf_counter()
+      metrics = runner.run()
+      wall = time.perf_counter() - start
+      logs = os.path.join(base, "replay_logs")
+      size = sum(os.path.getsize(os.path.join(logs, f)) for f in os.listdir(logs))
+      entries = fmt.read_shard_info(logs, 0).add_count
+      print(f"n = {n:g}: {metrics['Train/StepsPerSecond']:.0f} env steps/s "
+            f"({metrics['Train/GradientSteps']:.0f} updates, {wall:.0f} s in all); one "
+            f"logged iteration ({args.capacity:,}-entry buffer, "
+            f"{min(entries, args.capacity):,} entries written) = "
+            f"{size / 2**20:.2f} MiB on disk", flush=True)
+    finally:
+      gin.clear_config()
+      shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
