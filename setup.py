@@ -33,6 +33,7 @@ setuptools.setup(
         "matplotlib>=3.8",
         "scipy>=1.11",
         "rliable>=1.2",
+        "tqdm>=4.60",  # progress bars of `python -m batch_rl.data` (convert, verify, subsample)
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -96,6 +97,10 @@ def main(argv=None):
   p.add_argument("--window", type=int, default=50, help="final-value window (iterations)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs"))
   p.add_argument("--only", default="", help="comma-separated variant names (debugging)")
+  p.add_argument("--cache_dir", default="",
+                 help="if set, each variant's raw metrics are saved there as .npz and "
+                      "reused by a later call with the same settings (the report is "
+                      "then rebuilt from every cached variant)")
   args = p.parse_args(argv)
   seeds = list(range(args.seeds))
   env = env_lib.GridworldEnv()
@@ -122,12 +127,24 @@ def main(argv=None):
                                                  log_every=dl_every), KD,
               deep_linear=True, learning_rate=1e-3),
   ]
+  results, timings = {}, {}
+  all_variants = list(variants)
   if args.only:
     keep = set(args.only.split(","))
     variants = [v for v in variants if v.name in keep]
-  results, timings = {}, {}
+  if args.cache_dir:
+    os.makedirs(args.cache_dir, exist_ok=True)
+    for v in all_variants:  # results of earlier calls with the same settings
+      cached = _load(args.cache_dir, v, seeds)
+      if cached is not None:
+        results[v.name], timings[v.name] = cached
   for v in variants:
+    if v.name in results:
+      print(f"{v.name:20s} cached in {args.cache_dir}", flush=True)
+      continue
     metrics, timing = run_variant(v, env, arrays, seeds)
+    if args.cache_dir:
+      _save(args.cache_dir, v, seeds, metrics, timing)
     results[v.name], timings[v.name] = metrics, timing
     print(f"{v.name:20s} K={v.iterations} T={v.cfg.gradient_steps}: compile "
           f"{timing['compile_s']:.1f} s, run {timing['run_s']:.1f} s, "
@@ -135,7 +152,31 @@ def main(argv=None):
           f"{final(metrics, SRANK, max(1, args.window // v.cfg.log_every)).mean():.1f}",
           flush=True)
     # Written after every variant, so an interrupted run still leaves its results.
-    report(args, env, [u for u in variants if u.name in results], results, timings)
+    report(args, env, [u for u in all_variants if u.name in results], results, timings)
+  report(args, env, [u for u in all_variants if u.name in results], results, timings)
+
+
+def _cache_path(cache_dir, v: Variant, seeds):
+  tag = repr((v.name, v.cfg, v.iterations, v.deep_linear, v.learning_rate, list(seeds)))
+  h = hashlib.sha1(tag.encode()).hexdigest()[:12]
+  safe = "".join(c if c.isalnum() else "_" for c in v.name)
+  return os.path.join(cache_dir, f"{safe}_{h}.npz")
+
+
+def _save(cache_dir, v, seeds, metrics, timing):
+  np.savez(_cache_path(cache_dir, v, seeds),
+           **{"m:" + k: x for k, x in metrics.items()},
+           **{"t:" + k: np.float64(x) for k, x in timing.items()})
+
+
+def _load(cache_dir, v, seeds):
+  path = _cache_path(cache_dir, v, seeds)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as z:
+    metrics = {k[2:]: z[k] for k in z.files if k.startswith("m:")}
+    timing = {k[2:]: float(z[k]) for k in z.files if k.startswith("t:")}
+  return metrics, timing
 
 
 def report(args, env, variants, results, timings):

@@ -1,4 +1,10 @@
-"""Neural FQI on the gridworld: buffer, data, vmapped seeds, targets, models."""
+"""Neural FQI on the gridworld: buffer, targets, supervised and online programs, models.
+
+The offline program (vmapped seeds, dataset rollouts, metrics) is run and checked through
+the runner in tests/test_gridworld_train.py; each compiled program costs a compile, so
+the programs here are the ones that path does not run (full-batch supervised, online with
+re-initialisation) and the targets of the other variants are checked without training.
+"""
 import dataclasses
 
 import jax
@@ -31,65 +37,11 @@ def test_buffer_is_fifo():
   assert int(idx.min()) == 0 and int(idx.max()) == 3
 
 
-def test_dataset_rollouts_follow_the_mdp(small):
-  e, arrays = small
-  s, a, s2, g = jax.device_get(fqi.rollout_dataset(jax.random.PRNGKey(1), arrays, 3))
-  h = e.horizon
-  assert s.shape == (3 * h,)
-  assert (s[::h] == e.start_state).all()               # every episode starts at start
-  np.testing.assert_array_equal(s[1:h], s2[:h - 1])     # consecutive within an episode
-  assert (e.transitions[s, a, s2] > 0).all()            # only possible transitions
-  # Soft MC return-to-go, recomputed in float64 from the same trajectory.
-  pi = tabular.uniform_policy(e.num_states, 5)
-  bonus = tabular.entropy_bonus(pi, e.temperature)
-  for ep in range(3):
-    ss, nn = s[ep * h:(ep + 1) * h], s2[ep * h:(ep + 1) * h]
-    ref, acc = np.zeros(h), 0.0
-    for t in reversed(range(h)):
-      acc = e.rewards[ss[t]] + (e.gamma * (bonus[nn[t]] + acc) if t < h - 1 else 0.0)
-      ref[t] = acc
-    np.testing.assert_allclose(g[ep * h:(ep + 1) * h], ref, rtol=1e-5, atol=1e-5)
-
-
 def _program(e, **kw):
   cfg = fqi.FQIConfig(**{"gradient_steps": 5, "batch_size": 16, "dataset_episodes": 4,
                          "buffer_capacity": 64, **kw})
   model = networks.mlp_model(e.features, e.num_actions)
-  return cfg, fqi.make_vmapped(cfg, model, optax.adam(5e-3, eps=1e-8))
-
-
-def test_vmapped_seeds_differ_and_metrics_are_complete(small):
-  e, arrays = small
-  _, (v_init, v_run) = _program(e)
-  state = v_init(fqi.seed_keys([0, 1]), arrays)
-  w = state.params["params"]["Dense_0"]["kernel"]
-  assert not np.allclose(w[0], w[1])                       # different network init
-  assert not np.array_equal(state.buffer.action[0], state.buffer.action[1])  # data
-  bound = 1 / np.sqrt(e.features.shape[1])                 # PyTorch default init law
-  assert float(jnp.abs(w).max()) <= bound
-  state, m = v_run(state, arrays, 3)
-  m = fqi.to_numpy(m)
-  for tag in ("Rank/srank", "Rank/sigma_max", "Rank/sigma_min", "Features/dead_units",
-              "Features/dot_next", "Train/Loss", "Train/TDError", "Eval/AverageReturn",
-              "Gridworld/srank_all_states", "Gridworld/srank_nonwall",
-              "Gridworld/stable_rank", "Gridworld/sigma_max_sq", "Gridworld/sigma_min_sq",
-              "Gridworld/QError_mean", "Gridworld/QError_max", "Gridworld/TQError_mean",
-              "Gridworld/NormalizedReturn", "Gridworld/ExactReturn"):
-    assert m[tag].shape == (2, 3) and np.isfinite(m[tag]).all(), tag
-  assert (m["Gridworld/srank_all_states"] <= 64).all()
-  assert (m["Gridworld/stable_rank"] >= 1).all()
-  assert np.array_equal(np.asarray(state.iteration), [3, 3])
-  # The frozen table is the network's Q on every state; metrics agree with it.
-  model = networks.mlp_model(e.features, e.num_actions)
-  p0 = jax.tree.map(lambda x: x[0], state.params)
-  np.testing.assert_allclose(state.q_table[0], model.q_table(p0), rtol=1e-6)
-  err = np.abs(np.asarray(state.q_table[0]) - e.q_star)
-  assert m["Gridworld/QError_mean"][0, -1] == pytest.approx(err.mean(), rel=1e-4)
-  ret = tabular.expected_return(e.transitions, e.rewards,
-                                tabular.boltzmann_policy(np.asarray(state.q_table[0],
-                                                                    np.float64), 0.1),
-                                e.start_state, e.horizon)
-  assert m["Gridworld/ExactReturn"][0, -1] == pytest.approx(ret, rel=1e-3, abs=1e-3)
+  return cfg, fqi.make_vmapped(cfg, model, optax.adam(5e-3, eps=1e-8), fast_compile=True)
 
 
 def test_supervised_regression_fits_q_star(small):
@@ -129,3 +81,42 @@ def test_deep_linear_model_is_consistent():
   qs, f = model.q_and_features(params, s, a)
   np.testing.assert_allclose(qs, q[[3, 6]], rtol=1e-5)
   np.testing.assert_allclose(f, phi[:, [3, 6]].T, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", list(fqi.Target), ids=lambda t: t.value)
+def test_targets_match_the_float64_solvers(small, target):
+  """The frozen targets of every variant against numpy float64 (spec sections 3, 5, 7)."""
+  e, arrays = small
+  rng = np.random.default_rng(0)
+  q = e.q_star + rng.normal(0.0, 1.0, e.q_star.shape)      # some current table
+  v, y_table = jax.device_get(fqi._targets(fqi.FQIConfig(target=target),  # pylint: disable=protected-access
+                                           jnp.asarray(q, jnp.float32), arrays))
+  alpha, uniform = e.temperature, tabular.uniform_policy(e.num_states, 5)
+  backup = lambda values: e.rewards[:, None] + e.gamma * e.transitions @ values
+  if target == fqi.Target.SOFT_Q:
+    ref_v = tabular.soft_value(q, alpha)
+  elif target in (fqi.Target.FQE, fqi.Target.MC):
+    ref_v = np.sum(uniform * q, -1) + tabular.entropy_bonus(uniform, alpha)
+  else:
+    ref_v = None
+  if ref_v is not None:
+    np.testing.assert_allclose(v, ref_v, rtol=1e-5, atol=1e-4)
+  if target == fqi.Target.Q_STAR:
+    ref = e.q_star
+  elif target == fqi.Target.ORACLE:   # exact soft Q^pi of pi = softmax(Q / alpha)
+    ref = tabular.policy_evaluation(e.transitions, e.rewards, e.gamma,
+                                    tabular.boltzmann_policy(q, alpha), alpha)
+  else:
+    ref = backup(ref_v)
+  np.testing.assert_allclose(y_table, ref, rtol=1e-4, atol=1e-3)
+  # Sampled targets: bootstrapped ones use v at s', MC the stored return, others the table.
+  s, a, s2 = np.array([0, 7, 20]), np.array([1, 4, 0]), np.array([1, 8, 14])
+  g = np.array([0.5, 1.5, 2.5], np.float32)
+  y = np.asarray(fqi._sample_targets(fqi.FQIConfig(target=target), v, y_table, s, a, s2,  # pylint: disable=protected-access
+                                     g, arrays))
+  if target in fqi.BOOTSTRAPPED:
+    np.testing.assert_allclose(y, e.rewards[s] + e.gamma * ref_v[s2], rtol=1e-4)
+  elif target == fqi.Target.MC:
+    np.testing.assert_array_equal(y, g)
+  else:
+    np.testing.assert_allclose(y, ref[s, a], rtol=1e-4, atol=1e-3)

@@ -15,11 +15,103 @@ the ALE because Dopamine's atari_lib cannot be imported here:
 """
 import difflib
 import hashlib
+import logging
 
 import ale_py
 import cv2
 import gin
 import numpy as np
+
+
+# MD5 of the ROMs the DQN Replay dataset was recorded with: the ROM files bundled in
+# atari-py 0.2.6 (2019; Dopamine then ran gym's <Game>NoFrameskip-v0 on atari-py).
+# ale-py >= 0.7 ships ROMs (from AutoROM) whose bytes differ for 31 of these 63 games
+# (e.g. MsPacman, SpaceInvaders, Assault, Centipede, VideoPinball), checked against
+# ale-py 0.12; a different dump can change the game's dynamics or screens and so skews
+# evaluation against the dataset. To play the legacy ROM:
+#   pip download atari-py==0.2.6 --no-deps --no-binary :all:
+#   tar xzf atari-py-0.2.6.tar.gz atari-py-0.2.6/atari_py/atari_roms/<rom_id>.bin
+# and copy that file over ale_py/roms/<rom_id>.bin in the environment (its MD5 then
+# equals the one below and the warning disappears).
+DATASET_ROM_MD5 = {
+    "adventure": "4b27f5397c442d25f0c418ccdacf1926",
+    "air_raid": "35be55426c1fec32dfb503b4f0651572",
+    "alien": "f1a0a23e6464d954e3a9579c4ccd01c8",
+    "amidar": "056f5d886a4e7e6fdd83650554997d0d",
+    "assault": "c31a17942d162b80962cb1f7571cd1d5",
+    "asterix": "89a68746eff7f266bbf08de2483abe55",
+    "asteroids": "ccbd36746ed4525821a8083b0d6d2c2c",
+    "atlantis": "0b33252b680b65001e91a411e56e72e9",
+    "bank_heist": "83b8c01c72306d60dd9b753332ebd276",
+    "battle_zone": "e434c0e161dd3c3fb435eb6bad2e182c",
+    "beam_rider": "79ab4123a83dc11d468fb2108ea09e2e",
+    "berzerk": "fac28963307b6e85082ccd77c88325e7",
+    "bowling": "c9b7afad3bfd922e006a6bfc1d4f3fe7",
+    "boxing": "c3ef5c4653212088eda54dc91d787870",
+    "breakout": "f34f08e5eb96e500e851a80be3277a56",
+    "carnival": "de29e46dbea003c3c09c892d668b9413",
+    "centipede": "17d000a2882f9fdaa8b4a391ad367f00",
+    "chopper_command": "c1cb228470a87beb5f36e90ac745da26",
+    "crazy_climber": "55ef7b65066428367844342ed59f956c",
+    "defender": "e1029676edb3d35b76ca943da7434da8",
+    "demon_attack": "b24f6a5820a4b7763a3d547e3e07441d",
+    "double_dunk": "cfc226d04d7490b69e155abd7741e98c",
+    "elevator_action": "71f8bacfbdca019113f3f0801849057e",
+    "enduro": "94b92a882f6dbaa6993a46e2dcc58402",
+    "fishing_derby": "b8865f05676e64f3bec72b9defdacfa7",
+    "freeway": "8e0ab801b1705a740b476b7f588c6d16",
+    "frostbite": "4ca73eb959299471788f0b685c3ba0b5",
+    "gopher": "8f90590dba143d783df5a6cff2000e4d",
+    "gravitar": "4767356fa0ed3ebe21437b4473d4ee28",
+    "hero": "fca4a5be1251927027f2c24774a02160",
+    "ice_hockey": "47711c44723da5d67047990157dcb5dd",
+    "jamesbond": "e51030251e440cffaab1ac63438b44ae",
+    "journey_escape": "718ae62c70af4e5fd8e932fee216948a",
+    "kaboom": "dbdaf82f4f0c415a94d1030271a9ef44",
+    "kangaroo": "4326edb70ff20d0ee5ba58fa5cb09d60",
+    "krull": "cc724ebe74a109e39c0b2784ddc980ca",
+    "kung_fu_master": "0b4e793c9425175498f5a65a3e960086",
+    "montezuma_revenge": "3347a6dd59049b15a38394aa2dafa585",
+    "ms_pacman": "9469d18238345d87768e8965f9f4a6b2",
+    "name_this_game": "f98d2276d4a25b286135566255aea9d0",
+    "phoenix": "7e52a95074a66640fcfde124fffd491a",
+    "pitfall": "f73d2d0eff548e8fc66996f27acf2b4b",
+    "pong": "60e0ea3cbe0913d39803477945e9e5ec",
+    "pooyan": "668dc528b7ea9345140f4fcfbecf7066",
+    "private_eye": "ef3a4f64b6494ba770862768caf04b86",
+    "qbert": "484b0076816a104875e00467d431c2d2",
+    "riverraid": "da5096000db5fdaa8d02db57d9367998",
+    "road_runner": "7d3cdde63b16fa637c4484e716839c94",
+    "robotank": "4f618c2429138e0280969193ed6c107e",
+    "seaquest": "240bfbac5163af4df5ae713985386f92",
+    "skiing": "367411b78119299234772c08df10e134",
+    "solaris": "e72eb8d4410152bdcb69e7fba327b420",
+    "space_invaders": "61dbe94f110f30ca4ec524ae5ce2d026",
+    "star_gunner": "a3c1c70024d7aabb41381adbfb6d3b25",
+    "tennis": "a5c96b046d5f8b7c96daaa12f925bef8",
+    "time_pilot": "fc2104dd2dadf9a6176c1c1c8f87ced9",
+    "tutankham": "66c2380c71709efa7b166621e5bb4558",
+    "up_n_down": "a499d720e7ee35c62424de882a3351b6",
+    "venture": "c63a98ca404aa5ee9fcff1de488c3f43",
+    "video_pinball": "a2424c1a0c783d7585d701b1c71b5fdc",
+    "wizard_of_wor": "663ef22eb399504d5204c543b8a86bcd",
+    "yars_revenge": "ee8027d554d14c8d0b86f94737d2fdcc",
+    "zaxxon": "eea0da9b987d661264cce69a7c13c3bd",
+}
+
+
+def check_dataset_rom(rom_id: str, rom_md5: str):
+  """A warning message if `rom_md5` is not the ROM DQN Replay was recorded with, else None."""
+  expected = DATASET_ROM_MD5.get(rom_id)
+  if expected is None:
+    return (f"ROM {rom_id!r} (md5 {rom_md5}) is not one the DQN Replay dataset was recorded "
+            "with; no reference MD5 is known.")
+  if expected != rom_md5:
+    return (f"ROM {rom_id!r} has md5 {rom_md5}, but the DQN Replay dataset was recorded with "
+            f"atari-py 0.2.6's ROM (md5 {expected}): evaluation may not match the dataset's "
+            "game. See DATASET_ROM_MD5 in batch_rl/environments/atari.py for how to get the "
+            "legacy ROM.")
+  return None
 
 
 def _rom_id_to_game(rom_id: str) -> str:
@@ -75,6 +167,7 @@ class AtariEnvironment:
     game: CamelCase game name, e.g. 'Pong'.
     rom_id: ale-py rom id, e.g. 'pong'.
     rom_md5: md5 hex digest of the ROM file loaded.
+    rom_warning: None if rom_md5 is DATASET_ROM_MD5's (the dataset's ROM), else why not.
     action_set: tuple of `ale_py.Action`; agent action i plays action_set[i].
     observation_shape: (screen_size, screen_size), shape of one frame.
     stack_size: 4, frames per agent state (stacking is the replay's / agent's job).
@@ -123,6 +216,10 @@ class AtariEnvironment:
     rom_path = ale_py.roms.get_rom_path(self.rom_id)
     with open(rom_path, "rb") as f:
       self.rom_md5 = hashlib.md5(f.read()).hexdigest()
+    # None when the ROM is the one DQN Replay was recorded with; else logged as a warning.
+    self.rom_warning = check_dataset_rom(self.rom_id, self.rom_md5)
+    if self.rom_warning:
+      logging.warning(self.rom_warning)
 
     # Process-wide and static; set before construction to also silence the banner
     # (gymnasium's AtariEnv sets the same level).

@@ -407,11 +407,22 @@ def seed_keys(seeds) -> jax.Array:
   return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
 
-def make_vmapped(cfg: FQIConfig, model, optimizer):
-  """jit(vmap) of init and run over a leading seed axis; `run`'s num_logs is static."""
+# XLA:CPU options that roughly halve the compile time of these programs at the cost of
+# slower code: for tests and smoke runs, where compilation dominates.
+FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0,
+                        "xla_llvm_disable_expensive_passes": True}
+
+
+def make_vmapped(cfg: FQIConfig, model, optimizer, fast_compile: bool = False):
+  """jit(vmap) of init and run over a leading seed axis; `run`'s num_logs is static.
+
+  fast_compile: compile with `FAST_COMPILE_OPTIONS` (tests; not for long runs).
+  """
   init, run = make_program(cfg, model, optimizer)
-  v_init = jax.jit(jax.vmap(init, in_axes=(0, None)))
-  v_run = jax.jit(jax.vmap(run, in_axes=(0, None, None)), static_argnums=2)
+  opts = dict(FAST_COMPILE_OPTIONS) if fast_compile else None
+  v_init = jax.jit(jax.vmap(init, in_axes=(0, None)), compiler_options=opts)
+  v_run = jax.jit(jax.vmap(run, in_axes=(0, None, None)), static_argnums=2,
+                  compiler_options=opts)
   return v_init, v_run
 
 

@@ -60,6 +60,8 @@ class GridworldRunner:
     log_every: fitting iterations between metric evaluations.
     iterations_per_call: fitting iterations per compiled call (None: all of them).
     scan_unroll: unroll of the scan over the T steps.
+    fast_compile: compile with XLA:CPU's cheaper optimisation level (tests and smoke
+      runs of a few iterations, where compilation dominates; slower code).
   """
 
   def __init__(self, base_dir: str,
@@ -75,7 +77,7 @@ class GridworldRunner:
                dataset_episodes: int = 200, data_policy: str = "uniform",
                srank_delta: float = 0.01, diagnostics_batch_size: int = 128,
                log_every: int = 1, iterations_per_call: Optional[int] = 50,
-               scan_unroll: int = 1):
+               scan_unroll: int = 1, fast_compile: bool = False):
     if not base_dir:
       raise ConfigError("--base_dir is required: the directory this run writes to.")
     name = "GridworldRunner"
@@ -157,7 +159,9 @@ class GridworldRunner:
         diagnostics_batch_size=diagnostics_batch_size, log_every=log_every,
         scan_unroll=scan_unroll)
     self.arrays = fqi.env_arrays(self.env, data_policy)
-    self._init, self._run = fqi.make_vmapped(self.config, self.model, optimizer)
+    self._init, self._run = fqi.make_vmapped(self.config, self.model, optimizer,
+                                             fast_compile=fast_compile)
+    self.state = None  # the seeds' FQIState after `run` (for inspection)
 
   def describe(self) -> str:
     c = self.config
@@ -220,4 +224,5 @@ class GridworldRunner:
              len(self.seeds) / elapsed)
     for w in writers:
       w.close()
+    self.state = state
     return {k: np.concatenate(v, axis=1) for k, v in history.items()}

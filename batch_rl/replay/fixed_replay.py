@@ -20,7 +20,10 @@ import gin
 import numpy as np
 
 from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.replay import rlu_tfds
 from batch_rl.replay import sampler
+from batch_rl.replay import store as store_lib
+from batch_rl.replay import subsampling
 from batch_rl.tf_utils import gfile
 
 
@@ -35,6 +38,8 @@ class FixedReplay:
   stack_size: int
   update_horizon: int
   data_fraction: float
+  subsample: str = "uniform_transitions"
+  requested_transitions: Optional[int] = None  # `num_transitions` binding, if the size was a count
 
   @property
   def num_transitions(self) -> int:
@@ -47,7 +52,10 @@ class FixedReplay:
   def describe(self) -> str:
     return (f"{self.num_transitions:,} transitions from {self.replay_dir} "
             f"(checkpoints {list(self.suffixes)}, data_fraction {self.data_fraction}, "
-            f"frames {self.frame_shape}, stack {self.stack_size})")
+            + (f"num_transitions {self.requested_transitions}, "
+               if self.requested_transitions is not None else "")
+            + (f"subsample {self.subsample}, " if self.subsample != "uniform_transitions" else "")
+            + f"frames {self.frame_shape}, stack {self.stack_size})")
 
 
 def valid_indices(info: fmt.ShardInfo, terminal: np.ndarray, stack_size: int,
@@ -146,6 +154,84 @@ def choose_suffixes(available: Sequence[int], suffixes: Optional[Sequence[int]],
   return list(available)
 
 
+def _shard_arrays_from_files(replay_dir, chosen, infos, gamma, num_workers):
+  """Decompresses the chosen checkpoints into preallocated aligned arrays."""
+  num_shards, capacity = len(infos), infos[0].capacity
+  observation = aligned_empty((num_shards, capacity) + infos[0].observation_shape, np.uint8)
+  action = aligned_empty((num_shards, capacity), np.int32)
+  reward = aligned_empty((num_shards, capacity), np.float32)
+  terminal = aligned_empty((num_shards, capacity), np.uint8)
+  return_to_go = aligned_empty((num_shards, capacity), np.float32)
+
+  def load(slot: int) -> None:
+    shard = fmt.read_shard(replay_dir, chosen[slot], observation_out=observation[slot])
+    action[slot] = shard.action
+    reward[slot] = shard.reward
+    terminal[slot] = shard.terminal
+    return_to_go[slot] = returns_to_go(shard.info, shard.reward, shard.terminal, gamma)
+
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(num_workers, num_shards))) as pool:
+    list(pool.map(load, range(num_shards)))
+  return observation, action, reward, terminal, return_to_go
+
+
+def _shard_arrays_from_store(opened: store_lib.Store, chosen, infos, gamma):
+  """Memory-mapped frames (no copy when the chosen slots are contiguous), small arrays copied."""
+  slots = [opened.slot(s) for s in chosen]
+  if slots == list(range(slots[0], slots[0] + len(slots))):
+    observation = opened.observation[slots[0]:slots[0] + len(slots)]  # a view of the map
+  else:
+    logging.info("Checkpoints %s are not adjacent in store %s: copying their frames.",
+                 chosen, opened.path)
+    observation = aligned_empty((len(slots),) + opened.observation.shape[1:], np.uint8)
+    for i, slot in enumerate(slots):
+      observation[i] = opened.observation[slot]
+  small = []
+  for key, dtype in (("action", np.int32), ("reward", np.float32), ("terminal", np.uint8)):
+    out = aligned_empty((len(slots), opened.capacity), dtype)
+    out[:] = getattr(opened, key)[slots]
+    small.append(out)
+  action, reward, terminal = small
+  return_to_go = aligned_empty((len(slots), opened.capacity), np.float32)
+  for i, info in enumerate(infos):
+    return_to_go[i] = returns_to_go(info, reward[i], terminal[i], gamma)
+  return observation, action, reward, terminal, return_to_go
+
+
+def _shard_arrays_from_tfds(builder, label, chosen, stack_size, update_horizon, gamma):
+  """RL Unplugged checkpoints in Dopamine's layout, padded to one capacity (not full)."""
+  pieces = [rlu_tfds.read_checkpoint(builder, s, stack_size) for s in chosen]
+  capacity = max(p.action.size for p in pieces) + 1  # + 1: a cursor slot, as a partial buffer
+  frame_shape = pieces[0].observation.shape[1:]
+  observation = aligned_empty((len(pieces), capacity) + frame_shape, np.uint8)
+  action = aligned_empty((len(pieces), capacity), np.int32)
+  reward = aligned_empty((len(pieces), capacity), np.float32)
+  terminal = aligned_empty((len(pieces), capacity), np.uint8)
+  return_to_go = aligned_empty((len(pieces), capacity), np.float32)
+  infos = []
+  for slot, (suffix, piece) in enumerate(zip(chosen, pieces)):
+    if piece.observation.shape[1:] != frame_shape:
+      raise fmt.ReplayFormatError(f"{label}: checkpoint {suffix} has frames "
+                                  f"{piece.observation.shape[1:]}, checkpoint {chosen[0]} "
+                                  f"{frame_shape}.")
+    n = piece.action.size
+    for out, value in ((observation, piece.observation), (action, piece.action),
+                       (reward, piece.reward), (terminal, piece.terminal)):
+      out[slot, :n] = value
+      out[slot, n:] = 0
+    invalid = np.union1d(piece.never_valid, fmt.invalid_range(n, capacity, stack_size,
+                                                             update_horizon))
+    invalid.setflags(write=False)
+    info = fmt.ShardInfo(replay_dir=label, suffix=int(suffix), capacity=capacity,
+                         observation_shape=frame_shape, add_count=n, invalid_range=invalid,
+                         dtypes={k: np.dtype(d) for k, d in (("observation", np.uint8),
+                                 ("action", np.int32), ("reward", np.float32),
+                                 ("terminal", np.uint8))})
+    return_to_go[slot] = returns_to_go(info, reward[slot], terminal[slot], gamma)
+    infos.append(info)
+  return infos, (observation, action, reward, terminal, return_to_go)
+
+
 # The Runner passes these from the environment, agent and its own seed.
 @gin.configurable(denylist=["game", "seed", "stack_size", "update_horizon", "gamma"])
 def load_fixed_replay(
@@ -157,6 +243,11 @@ def load_fixed_replay(
     suffixes: Optional[Sequence[int]] = None,
     num_checkpoints: Optional[int] = None,
     data_fraction: float = 1.0,
+    num_transitions: Optional[int] = None,
+    subsample: str = "uniform_transitions",
+    store_dir: Optional[str] = None,
+    tfds_name: Optional[str] = None,
+    tfds_data_dir: Optional[str] = None,
     seed: int = 0,
     stack_size: int = 4,
     update_horizon: int = 1,
@@ -172,9 +263,20 @@ def load_fixed_replay(
     run: run folder (1..5 in the public dataset).
     suffixes: checkpoint suffixes to load (0..50 in the public dataset); default all.
     num_checkpoints: instead of suffixes, this many checkpoints chosen by `seed`.
-    data_fraction: fraction of each checkpoint's valid transitions to keep, chosen
-      uniformly without replacement by `seed` (frames are all kept, so every kept
-      state's stack and next state stay exactly as stored).
+    data_fraction: fraction of the loaded valid transitions to keep, chosen by
+      `subsample` and `seed` (frames are all kept, so every kept state's stack and next
+      state stay exactly as stored).
+    num_transitions: instead of data_fraction, the number of valid transitions to keep.
+    subsample: how the subset is chosen: 'uniform_transitions' (default; per
+      checkpoint, uniformly without replacement), 'uniform_trajectories',
+      'checkpoint_prefix' or 'first_fraction' (see replay/subsampling.py).
+    store_dir: read the checkpoints from a memory-mapped store made by
+      `python -m batch_rl.data convert` instead of the .gz files (replay_dir,
+      data_root and run are then not used).
+    tfds_name: read RL Unplugged Atari from TFDS instead, e.g.
+      'rlu_atari_checkpoints_ordered/Pong_run_1' (suffixes = its checkpoint_NN splits;
+      replay/rlu_tfds.py says how episodes map onto Dopamine's layout).
+    tfds_data_dir: the TFDS data_dir (local or gs://) holding `tfds_name`.
     seed: seed of the checkpoint choice and of the subsample.
     stack_size: frames per state (4 for Atari, 1 for MinAtar).
     update_horizon: n of n-step returns; indices too close to the cursor are dropped.
@@ -183,23 +285,48 @@ def load_fixed_replay(
 
   Returns:
     FixedReplay whose arrays take the size of the loaded shards plus int32 indices;
-    observation files are decompressed straight into one preallocated array.
+    observation files are decompressed straight into one preallocated array, or, from
+    a store, are a read-only memory map shared with every other process reading it.
   """
+  scheme = subsampling.parse_scheme(subsample)
   if not 0.0 < data_fraction <= 1.0:
     raise ValueError(f"`load_fixed_replay.data_fraction` must be in (0, 1], got {data_fraction}.")
-  replay_dir = resolve_replay_dir(replay_dir, data_root, game, run)
-  available = fmt.list_suffixes(replay_dir)
-  incomplete = fmt.incomplete_suffixes(replay_dir)
-  if incomplete and suffixes is None:
-    # Silently training on fewer checkpoints than the folder holds would change the
-    # experiment; an explicit suffix list is the way to leave some out.
-    raise fmt.ReplayFormatError(
-        f"Incomplete checkpoint(s) in {replay_dir}: " + "; ".join(
-            f"suffix {s} is missing {missing}" for s, missing in incomplete.items()) +
-        f". Complete checkpoints: {available}. Restore the files, or choose checkpoints "
-        "with `load_fixed_replay.suffixes`.")
+  opened = builder = None
+  if sum(bool(x) for x in (store_dir, tfds_name, replay_dir or data_root)) > 1:
+    raise ValueError("Bind one data source: `load_fixed_replay.replay_dir` / `data_root` "
+                     "(.gz files), `load_fixed_replay.store_dir` or "
+                     "`load_fixed_replay.tfds_name`.")
+  if store_dir:
+    opened = store_lib.open_store(store_dir)
+    replay_dir, available = store_dir, list(opened.suffixes)
+  elif tfds_name:
+    if not tfds_data_dir:
+      raise ValueError("`load_fixed_replay.tfds_name` needs `load_fixed_replay.tfds_data_dir`"
+                       " (the TFDS data_dir, local or gs://).")
+    builder = rlu_tfds.open_builder(tfds_name, tfds_data_dir)
+    replay_dir = f"tfds:{tfds_data_dir.rstrip('/')}/{tfds_name}"
+    available = rlu_tfds.checkpoint_suffixes(builder)
+  else:
+    replay_dir = resolve_replay_dir(replay_dir, data_root, game, run)
+    available = fmt.list_suffixes(replay_dir)
+    incomplete = fmt.incomplete_suffixes(replay_dir)
+    if incomplete and suffixes is None:
+      # Silently training on fewer checkpoints than the folder holds would change the
+      # experiment; an explicit suffix list is the way to leave some out.
+      raise fmt.ReplayFormatError(
+          f"Incomplete checkpoint(s) in {replay_dir}: " + "; ".join(
+              f"suffix {s} is missing {missing}" for s, missing in incomplete.items()) +
+          f". Complete checkpoints: {available}. Restore the files, or choose checkpoints "
+          "with `load_fixed_replay.suffixes`.")
   chosen = choose_suffixes(available, suffixes, num_checkpoints, seed, replay_dir)
-  infos = [fmt.read_shard_info(replay_dir, s) for s in chosen]
+  tfds_arrays = None
+  if opened is not None:
+    infos = [opened.shard_info(s) for s in chosen]
+  elif builder is not None:
+    infos, tfds_arrays = _shard_arrays_from_tfds(builder, replay_dir, chosen, stack_size,
+                                                 update_horizon, gamma)
+  else:
+    infos = [fmt.read_shard_info(replay_dir, s) for s in chosen]
   first = infos[0]
   for info in infos[1:]:
     if (info.capacity, info.observation_shape) != (first.capacity, first.observation_shape):
@@ -213,31 +340,26 @@ def load_fixed_replay(
         f"Capacity {first.capacity} of {replay_dir} is too small for stack_size "
         f"{stack_size} and update_horizon {update_horizon}.")
 
-  num_shards, capacity = len(infos), first.capacity
-  observation = aligned_empty((num_shards, capacity) + first.observation_shape, np.uint8)
-  action = aligned_empty((num_shards, capacity), np.int32)
-  reward = aligned_empty((num_shards, capacity), np.float32)
-  terminal = aligned_empty((num_shards, capacity), np.uint8)
-  return_to_go = aligned_empty((num_shards, capacity), np.float32)
-
-  def load(slot: int) -> np.ndarray:
-    shard = fmt.read_shard(replay_dir, chosen[slot], observation_out=observation[slot])
-    action[slot] = shard.action
-    reward[slot] = shard.reward
-    terminal[slot] = shard.terminal
-    return_to_go[slot] = returns_to_go(shard.info, shard.reward, shard.terminal, gamma)
-    keep = valid_indices(shard.info, shard.terminal, stack_size, update_horizon)
-    if data_fraction < 1.0:
-      rng = np.random.default_rng([seed, 1, chosen[slot]])
-      size = max(1, int(round(data_fraction * keep.size)))
-      keep = np.sort(rng.choice(keep, size, replace=False))
-    logging.info("Loaded checkpoint %d of %s: %d valid transitions kept.",
-                 chosen[slot], replay_dir, keep.size)
-    return keep + slot * capacity
-
-  with concurrent.futures.ThreadPoolExecutor(max(1, min(num_workers, num_shards))) as pool:
-    kept = list(pool.map(load, range(num_shards)))
-  valid = np.concatenate(kept).astype(np.int32 if num_shards * capacity < 2**31 else np.int64)
+  if tfds_arrays is not None:
+    arrays = tfds_arrays
+  elif opened is not None:
+    arrays = _shard_arrays_from_store(opened, chosen, infos, gamma)
+  else:
+    arrays = _shard_arrays_from_files(replay_dir, chosen, infos, gamma, num_workers)
+  observation, action, reward, terminal, return_to_go = arrays
+  shards = [
+      subsampling.ShardData(info.suffix, info.capacity, info.add_count, terminal[slot],
+                            valid_indices(info, terminal[slot], stack_size, update_horizon))
+      for slot, info in enumerate(infos)]
+  kept = subsampling.subsample(scheme, shards, data_fraction=data_fraction,
+                               num_transitions=num_transitions, seed=seed,
+                               stack_size=stack_size, update_horizon=update_horizon)
+  capacity = first.capacity
+  for slot, keep in enumerate(kept):
+    logging.info("Checkpoint %d of %s: %d of %d valid transitions kept.", chosen[slot],
+                 replay_dir, keep.size, shards[slot].valid.size)
+  valid = np.concatenate([keep + slot * capacity for slot, keep in enumerate(kept)])
+  valid = valid.astype(np.int32 if len(infos) * capacity < 2**31 else np.int64)
   if valid.size == 0:
     raise fmt.ReplayFormatError(
         f"No valid transitions in checkpoints {chosen} of {replay_dir} (every index is "
@@ -245,4 +367,5 @@ def load_fixed_replay(
   return FixedReplay(
       arrays=sampler.ReplayArrays(observation, action, reward, terminal, valid, return_to_go),
       replay_dir=replay_dir, suffixes=tuple(chosen), frame_shape=first.observation_shape,
-      stack_size=stack_size, update_horizon=update_horizon, data_fraction=data_fraction)
+      stack_size=stack_size, update_horizon=update_horizon, data_fraction=data_fraction,
+      subsample=scheme.value, requested_transitions=num_transitions)
