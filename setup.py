@@ -34,6 +34,10 @@ setuptools.setup(
         "scipy>=1.11",
         "rliable>=1.2",
         "tqdm>=4.60",  # progress bars of `python -m batch_rl.data` (convert, verify, subsample)
+        # RL Unplugged Atari backend (load_fixed_replay.tfds_name); etils' lazy imports in
+        # its dataset preparation need importlib_resources, which tfds does not declare.
+        "tensorflow-datasets>=4.9",
+        "importlib_resources>=6",
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],
