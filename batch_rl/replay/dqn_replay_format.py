@@ -78,8 +78,25 @@ class ReplayFormatError(ValueError):
     """A replay directory or file does not follow the DQN Replay format."""
 
 
+class CircularPosition:
+    """Where a circular buffer of `capacity` entries with `add_count` adds stands."""
+
+    capacity: int
+    add_count: int
+
+    @property
+    def cursor(self) -> int:
+        """Index the next transition would be written to: add_count % capacity."""
+        return self.add_count % self.capacity
+
+    @property
+    def is_full(self) -> bool:
+        """True once the circular buffer has wrapped (every index holds real data)."""
+        return self.add_count >= self.capacity
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: ndarray fields break ==.
-class ShardInfo:
+class ShardInfo(CircularPosition):
     """Metadata of one checkpoint, read from the ``.npy`` headers (store files are not decompressed).
 
     Attributes:
@@ -101,15 +118,6 @@ class ShardInfo:
     invalid_range: np.ndarray
     dtypes: dict[str, np.dtype]
 
-    @property
-    def cursor(self) -> int:
-        """Index the next transition would be written to: add_count % capacity."""
-        return self.add_count % self.capacity
-
-    @property
-    def is_full(self) -> bool:
-        """True once the circular buffer has wrapped (every index holds real data)."""
-        return self.add_count >= self.capacity
 
 
 class Shard(NamedTuple):

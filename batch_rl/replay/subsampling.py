@@ -40,10 +40,13 @@ checkpoints in proportion to their valid transitions (largest remainder).
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+
+from batch_rl.replay import dqn_replay_format as fmt
 
 
 class Scheme(str, enum.Enum):
@@ -65,7 +68,8 @@ def parse_scheme(name, binding: str = "load_fixed_replay.subsample") -> Scheme:
                      f"{list(SCHEMES)}.") from None
 
 
-class ShardData(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: ndarray fields break ==.
+class ShardData(fmt.CircularPosition):
   """What the schemes need to know about one loaded checkpoint.
 
   Attributes:
@@ -82,13 +86,6 @@ class ShardData(NamedTuple):
   terminal: np.ndarray
   valid: np.ndarray
 
-  @property
-  def cursor(self) -> int:
-    return self.add_count % self.capacity
-
-  @property
-  def is_full(self) -> bool:
-    return self.add_count >= self.capacity
 
 
 def time_position(shard: ShardData, index: np.ndarray) -> np.ndarray:
