@@ -27,7 +27,14 @@ import os
 import sys
 import time
 
-import jax
+# Before numpy / scipy / jax load OpenBLAS: jaxlib's LAPACK custom calls (the SVD of the
+# srank diagnostics, Lp's SVD / eigh) run in scipy's OpenBLAS, whose worker threads,
+# competing with XLA's own on a small shared CPU, made a 128 x 64 SVD with singular
+# vectors ~50x slower (measured: T=200 + Lp 87 ms per seed-step with the default
+# threads, 1.3 ms with one; docs/gridworld.md, "Lp cost"). An explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 import optax
 from scipy import stats
@@ -100,6 +107,9 @@ def main(argv=None):
   p.add_argument("--window", type=int, default=50, help="final-value window (iterations)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs"))
   p.add_argument("--only", default="", help="comma-separated variant names (debugging)")
+  p.add_argument("--lp_method", default="gram", choices=("gram", "svd"),
+                 help="regularizers.lp_penalty method of 'T=200 + Lp' (same value and "
+                      "gradient; 'gram' is cheaper on CPU)")
   p.add_argument("--cache_dir", default="",
                  help="if set, each variant's raw metrics are saved there as .npz and "
                       "reused by a later call with the same settings (the report is "
@@ -117,7 +127,8 @@ def main(argv=None):
       Variant("supervised Q*", dataclasses.replace(
           base, gradient_steps=20, target=fqi.Target.Q_STAR, full_batch=True), K),
       Variant("T=200 + Lp", dataclasses.replace(base, gradient_steps=200,
-                                                lp_coefficient=1e-3), K),
+                                                lp_coefficient=1e-3,
+                                                lp_method=args.lp_method), K),
       Variant("T=200 re-init", dataclasses.replace(base, gradient_steps=200,
                                                    reinitialize=True), K),
       Variant("T=200 oracle Q^pi", dataclasses.replace(base, gradient_steps=200,
@@ -285,7 +296,10 @@ def write_table(path, rows, claims, args, env):
       "the penultimate features of all 256 states (deep linear: Phi of the 1280 pairs); "
       f"'final' = mean over the last {args.window} iterations; 'first' = after iteration "
       "0 (deep linear: first logged iteration). seeds/s = seeds / run time of the one "
-      "vmapped call (compilation excluded) on the shared 2-core CPU.",
+      "vmapped call (compilation excluded) on the shared 2-core CPU "
+      f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}). "
+      "'T=200 + Lp': loss = TD + 0.001 (sigma_max^2 - sigma_min^2) of each 128 x 64 "
+      f"minibatch feature matrix (regularizers.lp_penalty, method='{args.lp_method}').",
       "",
       "| " + " | ".join(cols) + " |",
       "|" + "---|" * len(cols),

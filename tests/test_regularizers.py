@@ -88,6 +88,92 @@ def test_lp_rejects_non_matrix():
     reg.lp_penalty(jnp.ones(3))
 
 
+# "gram": extreme eigenpairs of the smaller Gram matrix, eigenvectors held fixed.
+LP_SHAPES = [(6, 4), (4, 6), (32, 16), (16, 32), (5, 5), (128, 64), (32, 512)]
+
+
+@pytest.mark.parametrize("shape", LP_SHAPES)
+def test_lp_gram_value_matches_numpy_svd(shape):
+  phi = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+  lp = functools.partial(reg.lp_penalty, method="gram")
+  # float32 Gram: absolute error ~ eps * sigma_max^2.
+  np.testing.assert_allclose(float(lp(jnp.asarray(phi))), np_lp(phi), rtol=2e-5)
+  np.testing.assert_allclose(float(jax.jit(lp)(phi)), np_lp(phi), rtol=2e-5)
+
+
+def test_lp_gram_hand_examples():
+  lp = functools.partial(reg.lp_penalty, method="gram")
+  phi = np.zeros((5, 3), np.float32)
+  phi[0, 0], phi[1, 1], phi[2, 2] = 3.0, -2.0, 1.0
+  assert float(lp(jnp.asarray(phi))) == pytest.approx(9.0 - 1.0, rel=1e-6)
+  wide = np.array([[2.0, 0, 0, 0], [0, 5.0, 0, 0]], np.float32)  # B < D: not 25 - 0
+  assert float(lp(jnp.asarray(wide))) == pytest.approx(25.0 - 4.0, rel=1e-6)
+  assert float(lp(jnp.asarray(np.diag([4.0, 1.0, 0.0]).astype(np.float32)))) == (
+      pytest.approx(16.0, rel=1e-6))
+  assert float(lp(2.0 * jnp.eye(4))) == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (9, 3), (3, 9), (5, 5)])
+def test_lp_gram_gradient_matches_finite_differences_and_svd_float64(shape):
+  with jax.enable_x64(True):
+    phi = np.random.default_rng(3).standard_normal(shape)  # distinct singular values
+    grad = np.asarray(jax.grad(functools.partial(reg.lp_penalty, method="gram"))(
+        jnp.asarray(phi, jnp.float64)))
+    assert grad.dtype == np.float64
+    h = 1e-6
+    fd = np.zeros_like(phi)
+    for i, j in itertools.product(range(shape[0]), range(shape[1])):
+      e = np.zeros_like(phi)
+      e[i, j] = h
+      fd[i, j] = (np_lp(phi + e) - np_lp(phi - e)) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+    u, s, vt = np.linalg.svd(phi, full_matrices=False)
+    closed = 2 * s[0] * np.outer(u[:, 0], vt[0]) - 2 * s[-1] * np.outer(u[:, -1], vt[-1])
+    np.testing.assert_allclose(grad, closed, rtol=1e-9, atol=1e-10)
+    # And the "svd" method's gradient.
+    grad_svd = np.asarray(jax.grad(reg.lp_penalty)(jnp.asarray(phi, jnp.float64)))
+    np.testing.assert_allclose(grad, grad_svd, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(128, 64), (32, 512)])
+def test_lp_gram_equals_svd_float32_feature_sizes(shape):
+  # The gridworld's [128, 64] and the Atari [32, 512] minibatches, ReLU-like features.
+  phi = np.maximum(np.random.default_rng(4).standard_normal(shape), 0).astype(np.float32)
+  x = jnp.asarray(phi)
+  g_gram = np.asarray(jax.grad(functools.partial(reg.lp_penalty, method="gram"))(x))
+  g_svd = np.asarray(jax.grad(reg.lp_penalty)(x))
+  scale = np.abs(g_svd).max()
+  np.testing.assert_allclose(g_gram, g_svd, atol=1e-3 * scale)
+
+
+@pytest.mark.parametrize("phi", [
+    np.eye(4),
+    np.diag([3.0, 3.0, 1.0]),
+    np.diag([2.0, 1.0, 0.0, 0.0]),
+    np.zeros((3, 2)),
+])
+def test_lp_gram_gradient_finite_for_repeated_singular_values(phi):
+  grad = np.asarray(jax.grad(functools.partial(reg.lp_penalty, method="gram"))(
+      jnp.asarray(phi, jnp.float32)))
+  assert np.all(np.isfinite(grad))
+  s = np.linalg.svd(phi, compute_uv=False)
+  assert np.linalg.norm(grad) <= 2 * math.sqrt(s[0] ** 2 + s[-1] ** 2) + 1e-5
+
+
+def test_lp_gram_vmaps_like_svd():
+  phi = jnp.asarray(np.random.default_rng(5).standard_normal((3, 12, 5)), jnp.float32)
+  gram = jax.vmap(jax.value_and_grad(functools.partial(reg.lp_penalty, method="gram")))
+  svd = jax.vmap(jax.value_and_grad(reg.lp_penalty))
+  (v1, g1), (v2, g2) = gram(phi), svd(phi)
+  np.testing.assert_allclose(v1, v2, rtol=2e-5)
+  np.testing.assert_allclose(g1, g2, rtol=1e-3, atol=1e-4)
+
+
+def test_lp_rejects_unknown_method():
+  with pytest.raises(ValueError, match="method"):
+    reg.lp_penalty(jnp.ones((3, 2)), method="power")
+
+
 # ------------------------------------------------------------------------------ DR3
 
 B, D, A = 7, 5, 3

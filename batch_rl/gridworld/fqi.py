@@ -58,6 +58,10 @@ class FQIConfig:
       baseline).
     reinitialize: fresh parameters and optimizer state at every fitting iteration.
     lp_coefficient: weight of Lp = sigma_max^2 - sigma_min^2 of the minibatch features.
+    lp_method: `regularizers.lp_penalty`'s method. "gram" (default here): same value and
+      gradient as "svd", from one eigh of the 64 x 64 Gram matrix; the "svd" gradient
+      (singular vectors of every 128 x 64 minibatch) is much slower on XLA:CPU
+      (docs/gridworld.md, "Lp cost").
     dr3_coefficient: weight of DR3's phi(s)^T phi(s') (regularizers.DR3_PAPER).
     env_steps_per_iteration: E; 0 = offline (fixed dataset), > 0 = online collection.
     buffer_capacity: FIFO capacity (10,000).
@@ -76,6 +80,7 @@ class FQIConfig:
   full_batch: bool = False
   reinitialize: bool = False
   lp_coefficient: float = 0.0
+  lp_method: str = "gram"
   dr3_coefficient: float = 0.0
   env_steps_per_iteration: int = 0
   buffer_capacity: int = 10_000
@@ -258,7 +263,7 @@ def make_program(cfg: FQIConfig, model: networks.GridModel,
     td = jnp.mean((q - y) ** 2)
     total, metrics = td, {"Gridworld/TDLoss": td}
     if cfg.lp_coefficient:
-      lp = regularizers.lp_penalty(phi)
+      lp = regularizers.lp_penalty(phi, method=cfg.lp_method)
       total += cfg.lp_coefficient * lp
       metrics["Train/LpPenalty"] = lp
     if cfg.dr3_coefficient:
