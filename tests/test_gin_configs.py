@@ -51,6 +51,7 @@ OFFLINE_CONFIGS = {
     "dqn_lp.gin": {"Train/TDError", "Train/LpPenalty", "Train/TDLoss"},
     "dqn_dr3.gin": {"Train/TDError", "Train/DR3", "Train/TDLoss"},
     "cql_dqn.gin": {"Train/TDError", "Train/CQLLoss", "Train/TDLoss"},
+    "cql_qr_dqn.gin": {"Train/TDError", "Train/CQLLoss", "Train/TDLoss"},
     "sarsa.gin": {"Train/TDError"},
     "monte_carlo.gin": {"Train/TDError"},
     "c51.gin": {"Train/TDError"},
