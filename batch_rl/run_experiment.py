@@ -28,6 +28,7 @@ from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.replay import fixed_replay
 from batch_rl.replay import sampler
+from batch_rl.replay import streaming
 from batch_rl.tf_utils import gfile
 
 log = logging.getLogger("batch_rl")
@@ -117,6 +118,10 @@ class FixedReplayRunner:
     fused_steps: gradient steps per jit call (lax.scan); None = per-backend default.
     scan_unroll: lax.scan unroll of the fused steps.
     keep_checkpoints: how many iteration checkpoints to keep.
+    stream_window_transitions: None (default) puts the whole dataset on the device;
+      a number streams it from the store (`load_fixed_replay.store_dir`) through a
+      device window of that many transitions, refilled by a host thread
+      (replay/streaming.py; `StreamingReplay.*` bindings tune it).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -127,7 +132,7 @@ class FixedReplayRunner:
                num_eval_envs: int = 1, seed: int = 0, data_seed: Optional[int] = None,
                diagnostics_batch_size: int = 2048, srank_delta: float = 0.01,
                fused_steps: Optional[int] = None, scan_unroll: int = 1,
-               keep_checkpoints: int = 2):
+               keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None):
     if not base_dir:
       raise ConfigError("--base_dir is required: the directory this run writes to.")
     for name, value in (("num_iterations", num_iterations), ("training_steps", training_steps),
@@ -148,8 +153,10 @@ class FixedReplayRunner:
     probe_env = factory.create_environment(self.env_name, seed=seed)
     self.agent = agent_fn(num_actions=probe_env.num_actions)
     data_seed = seed if data_seed is None else data_seed
+    stream = {} if stream_window_transitions is None else {"stream": True}
     self.replay = replay_fn(game=game, seed=data_seed, stack_size=probe_env.stack_size,
-                            update_horizon=self.agent.update_horizon, gamma=self.agent.gamma)
+                            update_horizon=self.agent.update_horizon, gamma=self.agent.gamma,
+                            **stream)
     self._check_shapes(probe_env)
     self._key = jax.random.PRNGKey(seed)
     try:
@@ -168,8 +175,18 @@ class FixedReplayRunner:
     self.scan_unroll = scan_unroll
     # On CPU the device arrays alias the (aligned) host arrays; elsewhere dropping the
     # host copy here frees it, so the data is held once either way.
-    self.replay = dataclasses.replace(self.replay, arrays=jax.device_put(self.replay.arrays))
-    self._data = self.replay.arrays
+    self._stream = None
+    if stream_window_transitions is not None:
+      try:
+        self._stream = streaming.StreamingReplay(
+            self.replay, stream_window_transitions, seed=data_seed,
+            default_refresh_every=self.fused_steps)
+      except ValueError as e:
+        raise ConfigError(str(e)) from e
+      self._data = self._stream.start(0)
+    else:
+      self.replay = dataclasses.replace(self.replay, arrays=jax.device_put(self.replay.arrays))
+      self._data = self.replay.arrays
     gamma, n, stack = self.agent.gamma, self.agent.update_horizon, self.replay.stack_size
 
     def sample(key, data):
@@ -182,8 +199,10 @@ class FixedReplayRunner:
     num_calls, remainder = divmod(training_steps, self.fused_steps)
     self._schedule = [(learner.make_train_steps(step, self.fused_steps, scan_unroll, donate),
                        num_calls)]
+    self._steps_per_call = [self.fused_steps]
     if remainder:
       self._schedule.append((learner.make_train_steps(step, remainder, scan_unroll, donate), 1))
+      self._steps_per_call.append(remainder)
     self._zero_metrics = learner.zero_metrics(step, self._initial_state, self._data)
 
     def sample_diagnostic_batch(key, data):
@@ -204,8 +223,10 @@ class FixedReplayRunner:
   # ---------------------------------------------------------------- phases
   def _train(self, state):
     totals = self._zero_metrics
-    for train_steps, calls in self._schedule:
+    for (train_steps, calls), steps in zip(self._schedule, self._steps_per_call):
       for _ in range(calls):
+        if self._stream is not None:  # swaps in prefetched chunks when a refresh is due
+          self._data = self._stream.advance(steps)
         state, totals = train_steps(state, self._data, totals)
     totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
     return state, {k: float(v) / self.training_steps for k, v in totals.items()}
@@ -224,6 +245,8 @@ class FixedReplayRunner:
     state, metrics = self._train(state)
     train_time = time.perf_counter() - start
     metrics["Train/StepsPerSecond"] = self.training_steps / train_time
+    if self._stream is not None:
+      metrics["Data/StreamStalls"] = self._stream.pop_stalls()
     diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
     metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
                                                  self._data, diag_key)))
@@ -267,6 +290,10 @@ class FixedReplayRunner:
     else:
       log.info("Resuming %s from iteration %d.", self.base_dir, start_iteration)
     log.info("Data: %s", self.replay.describe())
+    if self._stream is not None:
+      log.info("Streaming: %s", self._stream.describe())
+      if start_iteration > 0:  # the window this step had in the interrupted run
+        self._data = self._stream.start(start_iteration * self.training_steps)
     state = jax.device_put(state)
     self._compile(state)
     metrics, durations = {}, []
@@ -284,6 +311,10 @@ class FixedReplayRunner:
           metrics.get("Eval/AverageReturn", float("nan")),
           metrics.get("Eval/NumEpisodes", 0), durations[-1], _format_duration(eta))
     writer.close()
+    if self._stream is not None:
+      self._stream.close()
+      log.info("Streaming: %d refreshes, %d stalls (%.1f s).", self._stream.refreshes,
+               self._stream.stalls, self._stream.stall_seconds)
     return metrics
 
 

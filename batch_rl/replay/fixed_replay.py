@@ -175,10 +175,16 @@ def _shard_arrays_from_files(replay_dir, chosen, infos, gamma, num_workers):
   return observation, action, reward, terminal, return_to_go
 
 
-def _shard_arrays_from_store(opened: store_lib.Store, chosen, infos, gamma):
-  """Memory-mapped frames (no copy when the chosen slots are contiguous), small arrays copied."""
+def _shard_arrays_from_store(opened: store_lib.Store, chosen, infos, gamma, frames=True):
+  """Memory-mapped frames (no copy when the chosen slots are contiguous), small arrays copied.
+
+  With frames=False the frames are left in the store (observation None; streaming.py
+  reads them chunk by chunk).
+  """
   slots = [opened.slot(s) for s in chosen]
-  if slots == list(range(slots[0], slots[0] + len(slots))):
+  if not frames:
+    observation = None
+  elif slots == list(range(slots[0], slots[0] + len(slots))):
     observation = opened.observation[slots[0]:slots[0] + len(slots)]  # a view of the map
   else:
     logging.info("Checkpoints %s are not adjacent in store %s: copying their frames.",
@@ -233,7 +239,8 @@ def _shard_arrays_from_tfds(builder, label, chosen, stack_size, update_horizon, 
 
 
 # The Runner passes these from the environment, agent and its own seed.
-@gin.configurable(denylist=["game", "seed", "stack_size", "update_horizon", "gamma"])
+@gin.configurable(denylist=["game", "seed", "stack_size", "update_horizon", "gamma",
+                            "stream"])
 def load_fixed_replay(
     replay_dir: Optional[str] = None,
     *,
@@ -253,6 +260,7 @@ def load_fixed_replay(
     update_horizon: int = 1,
     gamma: float = 0.99,
     num_workers: int = 4,
+    stream: bool = False,
 ) -> FixedReplay:
   """Loads DQN Replay checkpoints into `ReplayArrays` (numpy, on the host).
 
@@ -282,6 +290,9 @@ def load_fixed_replay(
     update_horizon: n of n-step returns; indices too close to the cursor are dropped.
     gamma: discount of the Monte-Carlo returns-to-go stored with the data.
     num_workers: shards decompressed in parallel.
+    stream: the caller streams the frames from the store (replay/streaming.py; set by
+      the Runner's `stream_window_transitions`): they are not loaded or copied, and
+      `arrays.observation` is None. Needs `store_dir`.
 
   Returns:
     FixedReplay whose arrays take the size of the loaded shards plus int32 indices;
@@ -296,6 +307,12 @@ def load_fixed_replay(
     raise ValueError("Bind one data source: `load_fixed_replay.replay_dir` / `data_root` "
                      "(.gz files), `load_fixed_replay.store_dir` or "
                      "`load_fixed_replay.tfds_name`.")
+  if stream and not store_dir:
+    raise ValueError(
+        "Streaming (`FixedReplayRunner.stream_window_transitions`) reads frames from a "
+        "memory-mapped store, but `load_fixed_replay.store_dir` is not bound. Convert the "
+        "data once with `python -m batch_rl.data convert REPLAY_DIR STORE` first and bind "
+        "`load_fixed_replay.store_dir='STORE'`.")
   if store_dir:
     opened = store_lib.open_store(store_dir)
     replay_dir, available = store_dir, list(opened.suffixes)
@@ -343,7 +360,7 @@ def load_fixed_replay(
   if tfds_arrays is not None:
     arrays = tfds_arrays
   elif opened is not None:
-    arrays = _shard_arrays_from_store(opened, chosen, infos, gamma)
+    arrays = _shard_arrays_from_store(opened, chosen, infos, gamma, frames=not stream)
   else:
     arrays = _shard_arrays_from_files(replay_dir, chosen, infos, gamma, num_workers)
   observation, action, reward, terminal, return_to_go = arrays
