@@ -434,3 +434,18 @@ def test_write_validates_before_touching_disk(tmp_path):
     shard = fmt.read_shard(str(d), 0)
     assert shard.info.dtypes["action"] == np.int32
     np.testing.assert_array_equal(shard.action, good["action"])
+
+
+def test_checkpoints_of_different_capacity_are_refused_by_loader_and_converter(tmp_path):
+  from batch_rl.replay import fixed_replay, store  # pylint: disable=g-import-not-at-top
+  replay_dir = str(tmp_path / "replay_logs")
+  for suffix, capacity in ((0, 50), (1, 60)):
+    fmt.write_shard(replay_dir, suffix, observation=np.zeros((capacity, 10, 10), np.uint8),
+                    action=np.zeros(capacity, np.int32),
+                    reward=np.zeros(capacity, np.float32),
+                    terminal=np.zeros(capacity, np.uint8), add_count=capacity)
+  with pytest.raises(fmt.ReplayFormatError, match=r"suffix 0 has capacity 50.*suffix 1 has 60"):
+    fixed_replay.load_fixed_replay(replay_dir)
+  with pytest.raises(fmt.ReplayFormatError, match="separate stores"):
+    store.convert(replay_dir, str(tmp_path / "store"))
+  assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()

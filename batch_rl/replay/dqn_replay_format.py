@@ -120,6 +120,17 @@ class ShardInfo(CircularPosition):
 
 
 
+def check_same_layout(infos, replay_dir: str, remedy: str) -> None:
+    """ReplayFormatError naming the two checkpoints if `infos` differ in capacity or frames."""
+    first = infos[0]
+    for info in infos[1:]:
+        if (info.capacity, info.observation_shape) != (first.capacity, first.observation_shape):
+            raise ReplayFormatError(
+                f"Checkpoints in {replay_dir} differ in shape: suffix {first.suffix} has "
+                f"capacity {first.capacity} and frames {first.observation_shape}, suffix "
+                f"{info.suffix} has {info.capacity} and {info.observation_shape}. {remedy}")
+
+
 class Shard(NamedTuple):
     """One checkpoint's contents.
 

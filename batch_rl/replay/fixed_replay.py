@@ -344,14 +344,9 @@ def load_fixed_replay(
                                                  update_horizon, gamma)
   else:
     infos = [fmt.read_shard_info(replay_dir, s) for s in chosen]
+  fmt.check_same_layout(infos, replay_dir,
+                        "Load them separately (`load_fixed_replay.suffixes`).")
   first = infos[0]
-  for info in infos[1:]:
-    if (info.capacity, info.observation_shape) != (first.capacity, first.observation_shape):
-      raise fmt.ReplayFormatError(
-          f"Checkpoints in {replay_dir} differ in shape: suffix {first.suffix} has "
-          f"capacity {first.capacity} and frames {first.observation_shape}, suffix "
-          f"{info.suffix} has {info.capacity} and {info.observation_shape}. Load them "
-          "separately (`load_fixed_replay.suffixes`).")
   if first.capacity <= stack_size + update_horizon:
     raise fmt.ReplayFormatError(
         f"Capacity {first.capacity} of {replay_dir} is too small for stack_size "

@@ -228,12 +228,8 @@ def convert(replay_dir: str, store_dir: str, suffixes: Optional[Sequence[int]] =
     return store
 
   infos = [fmt.read_shard_info(replay_dir, s) for s in suffixes]
+  fmt.check_same_layout(infos, replay_dir, "Convert them into separate stores (--suffixes).")
   first = infos[0]
-  for info in infos[1:]:
-    if (info.capacity, info.observation_shape) != (first.capacity, first.observation_shape):
-      raise fmt.ReplayFormatError(
-          f"Checkpoints {first.suffix} and {info.suffix} of {replay_dir} differ in capacity or "
-          "frame shape; convert them into separate stores (--suffixes).")
   partial = store_dir + ".partial"
   _remove_partial(partial)
   need = required_bytes(len(infos), first.capacity, first.observation_shape) + (1 << 20)
