@@ -8,6 +8,12 @@ OnlineRunner for one iteration per n, training from the first step
 (min_replay_history = 1,000), and prints env steps/s of the training phase (compilation
 included in the first of each n, so use enough steps), plus the size on disk of one
 logged iteration (the replay buffer in the DQN Replay format).
+
+Then (unless --no-env_fraction) the share of the environment in a training step, at
+n = 1 on MinAtar Breakout: two iterations of --steps steps, the second timed (compiled
+already); time inside `env.step`/`env.reset` against the whole step (host env step +
+the fused jitted add/update/act call). This is the figure that decides whether acting
+over several environments at once would speed training up (see OnlineRunner).
 """
 import argparse
 import os
@@ -26,12 +32,64 @@ from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top,wrong
 from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+class TimedEnvironment:
+  """Wraps an environment; adds the wall time of its step() and reset() calls."""
+
+  def __init__(self, env):
+    self._env = env
+    self.seconds, self.calls = 0.0, 0
+
+  def __getattr__(self, name):
+    return getattr(self._env, name)
+
+  def _timed(self, fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    self.seconds += time.perf_counter() - start
+    return out
+
+  def step(self, action):
+    self.calls += 1
+    return self._timed(self._env.step, action)
+
+  def reset(self):
+    return self._timed(self._env.reset)
+
+
+def env_fraction(steps: int, capacity: int) -> None:
+  """Prints env time per step vs the whole training step, n = 1, second iteration."""
+  base = tempfile.mkdtemp(prefix="online_bench_")
+  try:
+    config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")], [
+        "OnlineRunner.updates_per_step = 1", f"OnlineRunner.training_steps = {steps}",
+        "OnlineRunner.num_iterations = 2", "OnlineRunner.evaluation_steps = 0",
+        f"OnlineRunner.replay_capacity = {capacity}",
+        f"OnlineRunner.min_replay_history = {min(1000, steps)}"])
+    runner = run_experiment.create_runner(base_dir=base)
+    env = runner.env = TimedEnvironment(runner.env)
+    first = {}
+    metrics = runner.run(on_iteration=lambda it, _: first.update(
+        seconds=env.seconds, calls=env.calls) if it == 0 else None)
+    timed_steps = env.calls - first["calls"]
+    env_us = 1e6 * (env.seconds - first["seconds"]) / timed_steps
+    step_us = 1e6 / metrics["Train/StepsPerSecond"]  # the second iteration's
+    print(f"n = 1, MinAtar Breakout, iteration 2 ({timed_steps:,} steps, compiled): "
+          f"env.step {env_us:.0f} us per step of a {step_us:.0f} us training step "
+          f"({100 * env_us / step_us:.1f}% in the environment; the fused jitted "
+          f"add + update + act call and the host loop are the rest)", flush=True)
+  finally:
+    gin.clear_config()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--n", nargs="+", type=float, default=[1, 8])
   parser.add_argument("--steps", type=int, default=5000)
   parser.add_argument("--capacity", type=int, default=100_000)
+  parser.add_argument("--env_fraction", action=argparse.BooleanOptionalAction, default=True,
+                      help="also measure the environment's share of a training step")
   args = parser.parse_args(argv)
   print(f"jax backend: {__import__('jax').default_backend()}, {os.cpu_count()} CPUs")
   for n in args.n:
@@ -57,6 +115,8 @@ def main(argv):
     finally:
       gin.clear_config()
       shutil.rmtree(base, ignore_errors=True)
+  if args.env_fraction:
+    env_fraction(args.steps, args.capacity)
 
 
 if __name__ == "__main__":

@@ -308,7 +308,9 @@ def bench_eval(agent, env_name, state_shape, num_envs, args):
   act = jax.jit(agent.act)
   policy = lambda states, k: act(params, states, k, EVAL_EPSILON)
   key = jax.random.PRNGKey(3)
-  block(policy(np.zeros((num_envs,) + tuple(state_shape), np.uint8), key))  # compile
+  # Compile for what evaluate() passes: one key per environment.
+  block(policy(np.zeros((num_envs,) + tuple(state_shape), np.uint8),
+               jax.random.split(key, num_envs)))
   overrides = ({"max_episode_steps": args.eval_max_episode_steps}
                if args.eval_max_episode_steps > 0 else {})
   envs = [factory.create_environment(env_name, seed=args.seed + i, **overrides)

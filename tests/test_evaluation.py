@@ -1,8 +1,14 @@
 """Evaluation protocol (Dopamine's _run_one_phase) on scripted environments."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from batch_rl import networks
+from batch_rl.agents import common
+from batch_rl.agents import dqn
 from batch_rl.environments import evaluation
+from batch_rl.environments import factory
+from tests import helpers
 
 
 class ScriptedEnv:
@@ -98,3 +104,48 @@ def test_policy_keys_differ_between_steps():
 
   evaluation.evaluate(policy, [env], 4, jax.random.PRNGKey(0))
   assert len({k.tobytes() for k in keys}) == 4
+
+
+def test_epsilon_greedy_row_keys_make_each_row_independent_of_the_batch():
+  q_values = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4)), jnp.float32)
+  keys = jax.random.split(jax.random.PRNGKey(1), 5)
+  batched = common.epsilon_greedy(q_values, keys, 0.5)
+  alone = [int(common.epsilon_greedy(q_values[b:b + 1], keys[b:b + 1], 0.5)[0])
+           for b in range(5)]
+  assert batched.tolist() == alone
+  # epsilon 0 is greedy; epsilon 1 draws uniformly, from the row's own key.
+  assert common.epsilon_greedy(q_values, keys, 0.0).tolist() == jnp.argmax(
+      q_values, axis=1).tolist()
+  many = jax.random.split(jax.random.PRNGKey(2), 4000)
+  random_actions = common.epsilon_greedy(jnp.zeros((4000, 4)), many, 1.0)
+  assert set(np.asarray(random_actions).tolist()) == {0, 1, 2, 3}
+
+
+def test_batched_minatar_evaluation_plays_each_envs_episodes_as_alone():
+  """Env i in a lockstep batch plays the episodes it plays alone (same seed, key, id)."""
+  seeds = [11, 12, 13]
+  make = lambda i: factory.create_environment("minatar:breakout", seed=seeds[i])
+  probe = make(0)
+  state_shape = tuple(probe.observation_shape) + (probe.stack_size,)
+  agent = dqn.DQNAgent(num_actions=probe.num_actions, network=networks.MinAtarDQNNetwork)
+  params = helpers.random_params(agent, 0, state_shape)
+  act = jax.jit(agent.act)
+  policy = lambda states, keys: act(params, states, keys, 0.3)  # randomness matters
+  key = jax.random.PRNGKey(5)
+
+  batched = evaluation.evaluate(policy, [make(i) for i in range(3)], 400, key)
+  assert batched.episode_envs and set(batched.episode_envs) == {0, 1, 2}
+  for i in range(3):
+    returns, lengths = batched.of_env(i)
+    alone = evaluation.evaluate(policy, [make(i)], 10**6, key, max_episodes=len(returns),
+                                env_ids=[i])
+    assert (alone.episode_returns, alone.episode_lengths) == (returns, lengths), i
+    assert sum(lengths) > 20 and len(returns) >= 2
+  # Env 0 is the single-environment path of the runners (num_eval_envs = 1).
+  returns, lengths = batched.of_env(0)
+  single = evaluation.evaluate(policy, [make(0)], 10**6, key, max_episodes=len(returns))
+  assert single.episode_lengths == lengths
+  # The policy's randomness matters: env 0 with env 1's stream plays other episodes.
+  other = evaluation.evaluate(policy, [make(0)], 10**6, key, max_episodes=len(returns),
+                              env_ids=[1])
+  assert other.episode_lengths != lengths

@@ -1,6 +1,8 @@
 """Online DQN: the update schedule, epsilon, tags, the logged dataset, bad input."""
 import math
 import os
+import subprocess
+import sys
 
 import gin
 import numpy as np
@@ -44,18 +46,19 @@ def test_epsilon_schedule_hand_worked():
   assert eps(110) == eps(5000) == pytest.approx(0.01)
 
 
-def small_bindings(base=(), **overrides):
+def small_bindings(base=(), extra=(), **overrides):
   settings = dict(training_steps=150, num_iterations=2, evaluation_steps=30,
                   min_replay_history=40, replay_capacity=120, updates_per_step=0.5,
                   target_update_env_steps=20, diagnostics_batch_size=32, seed=0)
   settings.update(overrides)
   return list(base) + [f"OnlineRunner.{k} = {v!r}" for k, v in settings.items()] + [
-      "DQNAgent.batch_size = 8", "MinAtarEnvironment.minimal_action_set = True"]
+      "DQNAgent.batch_size = 8", "MinAtarEnvironment.minimal_action_set = True"] + list(extra)
 
 
-def make_runner(base_dir, **overrides):
+def make_runner(base_dir, extra=(), **overrides):
+  """The MinAtar online runner at test scale; `extra`: gin bindings applied last."""
   config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")],
-                       small_bindings(**overrides))
+                       small_bindings(extra=extra, **overrides))
   return run_experiment.create_runner(base_dir=str(base_dir))
 
 
@@ -118,15 +121,44 @@ def test_same_seed_same_run(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(updates_per_step=0), "OnlineRunner.updates_per_step"),
-    (dict(updates_per_step=-1), "OnlineRunner.updates_per_step"),
-    (dict(replay_capacity=4), "OnlineRunner.replay_capacity"),
+    (dict(updates_per_step=0), r"`OnlineRunner.updates_per_step` must be > 0 .*got 0"),
+    (dict(updates_per_step=-1), r"`OnlineRunner.updates_per_step` must be > 0 .*got -1"),
+    (dict(updates_per_step=-0.25), r"`OnlineRunner.updates_per_step` must be > 0"),
+    # Smaller than the batch (8).
+    (dict(replay_capacity=4), r"`OnlineRunner.replay_capacity` = 4 is smaller than the "
+                              r"batch \(8\).*must be >= 8"),
+    # At least the batch, but smaller than the frame stack plus the n-step horizon.
+    (dict(replay_capacity=8, extra=["DQNAgent.update_horizon = 10"]),
+     r"`OnlineRunner.replay_capacity` = 8 .*frame stack plus n-step horizon \(1 \+ 10 "
+     r"\+ 1\); it must be >= 12"),
+    # Atari's stack of 4 frames: a batch of 2 fits in 5 entries, the stack does not.
+    (dict(domain="atari", game="Pong", replay_capacity=5,
+          extra=["DQNAgent.batch_size = 2"]),
+     r"frame stack plus n-step horizon \(4 \+ 1 \+ 1\); it must be >= 6"),
     (dict(min_replay_history=500), "OnlineRunner.min_replay_history"),
-    (dict(game="pong"), "asterix"),  # the valid MinAtar games are listed
+    # Unknown games name the valid ones, MinAtar's and Atari's.
+    (dict(game="pong"), r"Unknown MinAtar game 'pong'.*Valid games: asterix, breakout"),
+    (dict(domain="atari", game="Breakoutt"),
+     r"Unknown Atari game 'Breakoutt'\. Did you mean 'Breakout'.*Valid games .*Pong, "),
+    (dict(domain="mujoco"), r"Unknown environment 'mujoco:breakout'.*'atari', 'minatar'"),
 ])
 def test_bad_input_fails_before_writing(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
     make_runner(tmp_path / "never", **overrides)
+  assert not (tmp_path / "never").exists()
+
+
+def test_train_py_reports_bad_input_before_starting(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={tmp_path / 'never'}",
+       "--gin_files=gin_configs/online/minatar_dqn.gin",
+       "--gin_bindings=OnlineRunner.updates_per_step = 0"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 1
+  # The message, then gin's "In call to configurable ..." context lines.
+  assert ("error: `OnlineRunner.updates_per_step` must be > 0 (e.g. 0.25, 1, 8), got 0."
+          in result.stderr.splitlines())
+  assert "Traceback" not in result.stderr
   assert not (tmp_path / "never").exists()
 
 

@@ -26,15 +26,31 @@ def init_state(network, optimizer: optax.GradientTransformation, key: jax.Array,
   return learner.init_train_state(params, optimizer, rng)
 
 
+def is_key_batch(key: jax.Array) -> bool:
+  """Whether `key` is a batch of PRNG keys ([B] typed keys or [B, 2] raw ones)."""
+  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  return key.ndim == (1 if typed else 2)
+
+
 def epsilon_greedy(q_values: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
   """int32 [B] actions: argmax of q_values [B, A], uniform with probability epsilon.
 
-  Dopamine's rule: a random action when u <= epsilon.
+  Dopamine's rule: a random action when u <= epsilon. `key` is one key for the whole
+  batch, or a batch of B keys, one per row: then row b's draws depend only on key b, so
+  a row's action does not depend on the batch it is in (batched evaluation).
   """
   greedy = jnp.argmax(q_values, axis=1).astype(jnp.int32)
-  explore_key, action_key = jax.random.split(key)
-  explore = jax.random.uniform(explore_key, greedy.shape) <= epsilon
-  random_action = jax.random.randint(action_key, greedy.shape, 0, q_values.shape[-1])
+  num_actions = q_values.shape[-1]
+  if is_key_batch(key):
+    def draw(row_key):
+      explore_key, action_key = jax.random.split(row_key)
+      return (jax.random.uniform(explore_key) <= epsilon,
+              jax.random.randint(action_key, (), 0, num_actions))
+    explore, random_action = jax.vmap(draw)(key)
+  else:
+    explore_key, action_key = jax.random.split(key)
+    explore = jax.random.uniform(explore_key, greedy.shape) <= epsilon
+    random_action = jax.random.randint(action_key, greedy.shape, 0, num_actions)
   return jnp.where(explore, random_action, greedy)
 
 
@@ -129,7 +145,8 @@ class ValueAgent:
                               rngs={"dropout": dropout_key, "bottleneck": bottleneck_key})
 
   def act(self, params: Any, states: jax.Array, key: jax.Array, epsilon: float) -> jax.Array:
-    """Epsilon-greedy int32 [B] actions on `apply(...).q_values`."""
+    """Epsilon-greedy int32 [B] actions on `apply(...).q_values` (see epsilon_greedy:
+    `key` is one key, or B keys, one per row)."""
     return epsilon_greedy(self.apply(params, states).q_values, key, epsilon)
 
   def backup_next_action(self, params: Any, target_params: Any, batch,
