@@ -48,7 +48,8 @@ from batch_rl.environments import factory
 from batch_rl.replay import circular_buffer
 from batch_rl.replay import dqn_replay_format as fmt
 from batch_rl.replay import prioritized_buffer
-from batch_rl.run_experiment import ConfigError, _format_duration, _seed_int, make_diagnose
+from batch_rl.run_experiment import (ConfigError, _format_duration, _seed_int, make_diagnose,
+                                     write_run_config)
 from batch_rl.tf_utils import gfile
 
 log = logging.getLogger("batch_rl")
@@ -373,12 +374,9 @@ class OnlineRunner:
                         "new --base_dir.")
     gfile().makedirs(self.base_dir)
     writer = summary_writer.SummaryWriter(self.base_dir)
-    config = gin.operative_config_str()
-    with gfile().GFile(os.path.join(self.base_dir, "config.gin.tmp"), "w") as f:
-      f.write(config)
-    gfile().rename(os.path.join(self.base_dir, "config.gin.tmp"),
-                   os.path.join(self.base_dir, "config.gin"), overwrite=True)
-    writer.text("Config/gin", "```\n" + config + "\n```")
+    environment = factory.describe_environment(self.env_name, self.env)
+    write_run_config(self.base_dir, writer, {"Config/environment": environment})
+    log.info("Environment: %s", environment)
     state = jax.tree.map(jnp.copy, self._initial_state)  # donated to the step function
     if self.tandem == "tandem":
       state = (state, jax.tree.map(jnp.copy, self._initial_passive))

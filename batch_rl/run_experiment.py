@@ -94,6 +94,19 @@ def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
   return jax.jit(diagnose)
 
 
+def write_run_config(base_dir: str, writer, texts: dict[str, str]) -> None:
+  """Writes the operative gin config to <base_dir>/config.gin (atomically) and, with
+  `texts` (tag -> line: data, environment and its ROM), as TensorBoard text."""
+  config = gin.operative_config_str()
+  path = os.path.join(base_dir, "config.gin")
+  with gfile().GFile(path + ".tmp", "w") as f:
+    f.write(config)
+  gfile().rename(path + ".tmp", path, overwrite=True)
+  writer.text("Config/gin", "```\n" + config + "\n```")
+  for tag, text in texts.items():
+    writer.text(tag, text)
+
+
 @gin.configurable(denylist=["base_dir"])
 class FixedReplayRunner:
   """Offline training on fixed DQN Replay data with online evaluation.
@@ -158,6 +171,7 @@ class FixedReplayRunner:
                             update_horizon=self.agent.update_horizon, gamma=self.agent.gamma,
                             **stream)
     self._check_shapes(probe_env)
+    self.environment_description = factory.describe_environment(self.env_name, probe_env)
     self._key = jax.random.PRNGKey(seed)
     try:
       self._initial_state = self.agent.init(jax.random.fold_in(self._key, 0),
@@ -263,13 +277,8 @@ class FixedReplayRunner:
              self.fused_steps, time.perf_counter() - start)
 
   def _write_config(self, writer) -> None:
-    config = gin.operative_config_str()
-    path = os.path.join(self.base_dir, "config.gin")
-    with gfile().GFile(path + ".tmp", "w") as f:
-      f.write(config)
-    gfile().rename(path + ".tmp", path, overwrite=True)
-    writer.text("Config/gin", "```\n" + config + "\n```")
-    writer.text("Config/data", self.replay.describe())
+    write_run_config(self.base_dir, writer, {"Config/data": self.replay.describe(),
+                                             "Config/environment": self.environment_description})
 
   def run(self) -> dict[str, float]:
     """Trains to `num_iterations`, resuming if base_dir holds a checkpoint.
@@ -290,6 +299,7 @@ class FixedReplayRunner:
     else:
       log.info("Resuming %s from iteration %d.", self.base_dir, start_iteration)
     log.info("Data: %s", self.replay.describe())
+    log.info("Environment: %s", self.environment_description)
     if self._stream is not None:
       log.info("Streaming: %s", self._stream.describe())
       if start_iteration > 0:  # the window this step had in the interrupted run

@@ -77,3 +77,16 @@ def read_scalars(logdir: str) -> dict[str, dict[int, list[float]]]:
           out.setdefault(value.tag, {}).setdefault(event.step, []).append(
               float(tf.make_ndarray(value.tensor)))
   return out
+
+
+def read_texts(logdir: str) -> dict[str, str]:
+  """{tag: text} of the text summaries in `logdir` (the last one written per tag)."""
+  tf = tensorflow()
+  out: dict[str, str] = {}
+  for path in event_files(logdir):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "text":
+          out[value.tag] = tf.make_ndarray(value.tensor).item().decode("utf-8")
+  return out

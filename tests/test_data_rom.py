@@ -32,3 +32,17 @@ def test_warning_only_when_the_rom_differs(caplog):
   assert atari.check_dataset_rom("pong", atari.DATASET_ROM_MD5["pong"]) is None
   assert "0" * 32 in atari.check_dataset_rom("pong", "0" * 32)
   assert "no reference MD5" in atari.check_dataset_rom("not_a_rom", "0" * 32)
+
+
+def test_the_run_records_the_rom_md5_and_its_verdict(tmp_path):
+  from batch_rl.environments import factory  # pylint: disable=g-import-not-at-top
+  from batch_rl.environments import minatar  # pylint: disable=g-import-not-at-top
+  pong = atari.AtariEnvironment("Pong")
+  line = factory.describe_environment("atari:Pong", pong)
+  assert md5_of("pong") in line and "recorded with" in line and "WARNING" not in line
+  pacman = atari.AtariEnvironment("MsPacman")
+  line = factory.describe_environment("atari:MsPacman", pacman)
+  assert md5_of("ms_pacman") in line
+  assert ("WARNING" in line) == (pacman.rom_warning is not None)
+  assert factory.describe_environment(
+      "minatar:breakout", minatar.MinAtarEnvironment("breakout")) == "minatar:breakout"

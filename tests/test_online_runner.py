@@ -86,6 +86,10 @@ def test_online_run_logs_tags_and_takes_the_scheduled_updates(logged_run):
   _, state = checkpointing.restore_latest(str(base / "checkpoints"), runner._initial_state)  # pylint: disable=protected-access
   assert int(state.step) == 130
   assert runner.target_update_period == 10  # 20 env steps * 0.5 updates per step
+  texts = summary_writer.read_texts(str(base))
+  assert texts["Config/environment"] == "minatar:breakout"
+  assert "OnlineRunner.updates_per_step" in texts["Config/gin"]
+  assert "OnlineRunner.updates_per_step" in (base / "config.gin").read_text()
 
 
 def test_logged_dataset_is_read_by_dopamine_and_trains_offline(logged_run, tmp_path):

@@ -73,6 +73,10 @@ def test_every_iteration_logs_every_tag_once_and_checkpoints(tmp_path, replay_di
   assert checkpointing.list_iterations(str(tmp_path / "run" / "checkpoints")) == [0, 1]
   config = (tmp_path / "run" / "config.gin").read_text()
   assert "FixedReplayRunner.training_steps = 30" in config
+  texts = summary_writer.read_texts(str(tmp_path / "run"))
+  assert "FixedReplayRunner.training_steps = 30" in texts["Config/gin"]
+  assert texts["Config/environment"] == "minatar:breakout"  # Atari adds its ROM's MD5
+  assert "breakout" in texts["Config/data"]
 
 
 def test_same_seed_same_losses_and_srank(tmp_path, replay_dir):

@@ -62,3 +62,18 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
         f"'minatar:breakout'."
     )
   return _FAMILIES[family](game, seed=seed, **overrides)
+
+
+def describe_environment(name: str, env: Environment) -> str:
+  """One line for the run's logs: the environment and, for Atari, the ROM's MD5.
+
+  An Atari ROM other than the one DQN Replay was recorded with (atari.DATASET_ROM_MD5)
+  says so, so that a run's TensorBoard text records which ROM its returns come from.
+  """
+  rom_md5 = getattr(env, "rom_md5", None)
+  if rom_md5 is None:
+    return name
+  warning = getattr(env, "rom_warning", None)
+  verdict = (f"WARNING: {warning}" if warning
+             else "the ROM the DQN Replay dataset was recorded with")
+  return f"{name}: ROM {getattr(env, 'rom_id', '?')!r} md5 {rom_md5} ({verdict})"
