@@ -24,7 +24,7 @@ quickstart: $(STAMP)
 	$(BIN)/python train.py --base_dir=$(RUN_DIR) --gin_files=gin_configs/quickstart.gin
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --durations=15 tests
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

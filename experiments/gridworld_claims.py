@@ -330,7 +330,10 @@ def plot(path, variants, results, args):
       (axes[1, 1], ["online n=10", "online n=200"], SRANK, "online srank (d)"),
   ]
   by_name = {v.name: v for v in variants}
+  # One colour per variant in every panel.
+  color = {v.name: f"C{i % 10}" for i, v in enumerate(variants)}
   for ax, names, key, title in panels:
+    drawn = 0
     for n in names:
       if n not in results:
         continue
@@ -338,12 +341,17 @@ def plot(path, variants, results, args):
       y = results[n][key]
       x = (np.arange(y.shape[1]) + 1) * v.cfg.log_every - 1
       m = y.mean(0)
-      ax.plot(x, m, label=n)
+      ax.plot(x, m, label=n, color=color[n])
+      drawn += 1
       if y.shape[0] > 1:
         h = stats.t.ppf(0.975, y.shape[0] - 1) * y.std(0, ddof=1) / np.sqrt(y.shape[0])
-        ax.fill_between(x, m - h, m + h, alpha=0.2)
+        ax.fill_between(x, m - h, m + h, alpha=0.2, color=color[n])
     ax.set_title(title)
     ax.set_xlabel("fitting iteration")
+    if not drawn:
+      ax.text(0.5, 0.5, "not run with these settings", ha="center", va="center",
+              transform=ax.transAxes)
+      continue
     if key == QERR:
       ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -355,6 +363,9 @@ def plot(path, variants, results, args):
       x = (np.arange(y.shape[1]) + 1) * v.cfg.log_every - 1
       ax.plot(x, y.mean(0), marker="o", label=lab)
     ax.legend(fontsize=8)
+  else:
+    ax.text(0.5, 0.5, "not run with these settings", ha="center", va="center",
+            transform=ax.transAxes)
   ax.set_title("deep linear network, dim |S||A| (g)")
   ax.set_xlabel("fitting iteration")
   fig.suptitle(f"IUP gridworld claims, {args.seeds} seeds, mean ± 95% CI")
