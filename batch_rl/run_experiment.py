@@ -60,8 +60,9 @@ def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
   diagnostics of every runner, on the batch `sample_fn(key, data)` draws.
 
   One SVD of Phi on the batch (diagnostics.all_diagnostics), DR3's action-aware dot
-  products with the backup's a' and the dataset's next action, and, where the data
-  has returns-to-go, Q(s, a_data) against the Monte-Carlo return.
+  products with the backup's a' and the dataset's next action, mean Q(s, a_data) and
+  mean max_a Q(s, a), and, where the data has returns-to-go, Q(s, a_data) against the
+  Monte-Carlo return.
   """
   action_dots = regularizers.DR3Config(features="action")
   # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
@@ -84,9 +85,11 @@ def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
       metrics[tag] = regularizers.dr3_penalty(
           online.representation, phi_next, action=batch.action, next_action=next_action,
           num_actions=agent.num_actions, config=action_dots)
+    q_data = losses.select(online.q_values, batch.action)
+    metrics["Value/QData"] = jnp.mean(q_data)
+    metrics["Value/QMax"] = jnp.mean(jnp.max(online.q_values, axis=-1))
     if batch.return_to_go is not None:
       # Over/under-estimation against the discounted return the data actually got.
-      q_data = losses.select(online.q_values, batch.action)
       metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
       metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
     return metrics

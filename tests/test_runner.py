@@ -24,6 +24,7 @@ REQUIRED_TAGS = {"Eval/AverageReturn", "Eval/NumEpisodes", "Rank/srank", "Rank/s
                  "Train/StepsPerSecond", "Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel",
                  "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90", "Features/dormant",
                  "Features/cosine_next", "Value/MCReturn", "Value/QMinusMCReturn",
+                 "Value/QData", "Value/QMax",
                  "Features/dot_next_backup", "Features/dot_next_data"}
 
 
@@ -225,6 +226,9 @@ def test_diagnostics_match_numpy_on_the_same_batch(tmp_path, replay_dir, backup)
   np.testing.assert_allclose(got["Features/dot_next_data"],
                              np.mean(dots * (action == data_next)), rtol=1e-4, atol=1e-6)
   q_data = np.asarray(out.q_values)[np.arange(64), action]
+  np.testing.assert_allclose(got["Value/QData"], q_data.mean(), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got["Value/QMax"], np.asarray(out.q_values).max(axis=1).mean(),
+                             rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(got["Value/QMinusMCReturn"],
                              np.mean(q_data - np.asarray(batch.return_to_go)), rtol=1e-4,
                              atol=1e-6)
