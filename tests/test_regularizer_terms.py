@@ -50,10 +50,11 @@ def loss_and_metrics(regs, setup, double_dqn=False):
   return agent.loss(online, target, batch, jax.random.PRNGKey(0))
 
 
-def test_lp_term(setup):
+@pytest.mark.parametrize("method", ["svd", "gram"])
+def test_lp_term(setup, method):
   agent, online, _, batch = setup
   base, _ = loss_and_metrics((), setup)
-  loss, metrics = loss_and_metrics((terms.LpRegularizer(0.5),), setup)
+  loss, metrics = loss_and_metrics((terms.LpRegularizer(0.5, method),), setup)
   sv = np.linalg.svd(features(agent, online, batch.state)[1], compute_uv=False)
   expected = sv[0] ** 2 - sv[-1] ** 2
   np.testing.assert_allclose(metrics["Train/LpPenalty"], expected, rtol=1e-4)
@@ -114,6 +115,8 @@ def test_terms_compose(setup):
 def test_bad_settings_are_named():
   with pytest.raises(ValueError, match="LpRegularizer.coefficient"):
     terms.LpRegularizer(-0.1)
+  with pytest.raises(ValueError, match="LpRegularizer.method"):
+    terms.LpRegularizer(0.1, "eig")
   with pytest.raises(ValueError, match="DR3Regularizer.coefficient"):
     terms.DR3Regularizer(float("nan"))
   with pytest.raises(ValueError, match="Unknown DR3 variant 'papr'"):

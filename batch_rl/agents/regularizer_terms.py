@@ -72,17 +72,27 @@ class Regularizer(Protocol):
 
 @gin.configurable
 class LpRegularizer:
-  """IUP Section 5: alpha * (sigma_max(Phi)^2 - sigma_min(Phi)^2), alpha = 0.001."""
+  """IUP Section 5: alpha * (sigma_max(Phi)^2 - sigma_min(Phi)^2), alpha = 0.001.
+
+  Args:
+    coefficient: alpha.
+    method: 'svd' (differentiate through the SVD) or 'gram' (extreme eigenvectors of
+      the Gram matrix; same value and gradient, cheaper on CPU): regularizers.lp_penalty.
+  """
 
   needs_next_representation = False
 
-  def __init__(self, coefficient: float = 0.001):
+  def __init__(self, coefficient: float = 0.001, method: str = "svd"):
     regularizers.check_coefficient("LpRegularizer.coefficient", coefficient)
+    if method not in regularizers.LP_METHODS:
+      raise ValueError(f"`LpRegularizer.method` must be one of {regularizers.LP_METHODS}, "
+                       f"got {method!r}.")
     self.coefficient = coefficient
+    self.method = method
 
   def __call__(self, inputs, key=None):
     del key  # Deterministic.
-    penalty = regularizers.lp_penalty(inputs.phi)
+    penalty = regularizers.lp_penalty(inputs.phi, method=self.method)
     return self.coefficient * penalty, {"Train/LpPenalty": penalty}
 
 
