@@ -169,3 +169,106 @@ def test_episodes_to_replay_layout():
   np.testing.assert_array_equal(piece.terminal, [0, 0, 1, 0, 0, 0])
   np.testing.assert_array_equal(piece.observation[:, 0, 0], [0, 5, 5, 0, 7, 7])
   np.testing.assert_array_equal(piece.never_valid, [0, 3, 5])
+
+
+def assert_same_transitions(a, b, stack_size=4):
+  """Same transitions at the same valid states, whatever each side's capacity."""
+  def gathered(data):
+    capacity = data.arrays.action.shape[1]
+    valid = np.asarray(data.arrays.valid)
+    out = sampler.gather_transitions(jax.device_put(data.arrays), jnp.asarray(valid),
+                                     stack_size=stack_size, gamma=0.99)
+    return (valid // capacity, valid % capacity), out
+  (slot_a, index_a), ta = gathered(a)
+  (slot_b, index_b), tb = gathered(b)
+  np.testing.assert_array_equal(slot_a, slot_b)
+  np.testing.assert_array_equal(index_a, index_b)
+  for x, y in zip(ta, tb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_converted_store_loads_as_the_tfds_backend(data_dir, tmp_path):
+  from batch_rl.replay import store
+  out = store.convert_tfds(NAME, data_dir, str(tmp_path / "store"))
+  assert out.suffixes == (0, 1) and out.stack_size == 4
+  assert out.source == f"tfds:{data_dir}/{NAME}"
+  assert not os.path.exists(str(tmp_path / "store.partial"))
+  direct = fixed_replay.load_fixed_replay(tfds_name=NAME, tfds_data_dir=data_dir)
+  stored = fixed_replay.load_fixed_replay(store_dir=out.path)
+  assert stored.suffixes == direct.suffixes and stored.frame_shape == direct.frame_shape
+  for key in ("observation", "action", "reward", "terminal", "valid", "return_to_go"):
+    x, y = np.asarray(getattr(direct.arrays, key)), np.asarray(getattr(stored.arrays, key))
+    assert x.dtype == y.dtype, key
+    np.testing.assert_array_equal(x, y, err_msg=key)
+  assert isinstance(stored.arrays.observation, np.memmap)
+  for kwargs in ({"update_horizon": 3}, {"subsample": "uniform_trajectories",
+                                         "data_fraction": 0.5, "seed": 3}):
+    a = fixed_replay.load_fixed_replay(tfds_name=NAME, tfds_data_dir=data_dir, **kwargs)
+    b = fixed_replay.load_fixed_replay(store_dir=out.path, **kwargs)
+    for x, y in zip(a.arrays, b.arrays):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # One checkpoint: the TFDS load pads to its own length, the store to the longest one;
+  # the transitions are the same.
+  assert_same_transitions(
+      fixed_replay.load_fixed_replay(tfds_name=NAME, tfds_data_dir=data_dir, suffixes=[1]),
+      fixed_replay.load_fixed_replay(store_dir=out.path, suffixes=[1]))
+  # The manifest's layout equals the frames' (counted without decoding a frame).
+  piece = rlu_tfds.read_checkpoint(rlu_tfds.open_builder(NAME, data_dir), 1)
+  assert out.add_counts[1] == piece.action.size
+  np.testing.assert_array_equal(out.invalid_ranges[1], piece.never_valid)
+  # Converting again is a no-op; another stack size is refused at load.
+  assert store.convert_tfds(NAME, data_dir, out.path).suffixes == (0, 1)
+  with pytest.raises(ValueError, match=r"stack_size 4.*--stack_size 2"):
+    fixed_replay.load_fixed_replay(store_dir=out.path, stack_size=2)
+
+
+def test_convert_cli_tfds_form(data_dir, tmp_path, capsys):
+  from batch_rl.data import __main__ as cli
+  target = str(tmp_path / "s")
+  assert cli.main(["convert", "--tfds_name", NAME, "--tfds_data_dir", data_dir,
+                   "--suffixes", "1", target]) == 0
+  assert f"load_fixed_replay.store_dir='{target}'" in capsys.readouterr().out
+  assert_same_transitions(
+      fixed_replay.load_fixed_replay(tfds_name=NAME, tfds_data_dir=data_dir, suffixes=[1]),
+      fixed_replay.load_fixed_replay(store_dir=target))
+  # The two source forms exclude each other, with a message and exit status 2.
+  assert cli.main(["convert", str(tmp_path / "replay"), "--tfds_name", NAME,
+                   "--tfds_data_dir", data_dir, str(tmp_path / "t")]) == 2
+  assert "either REPLAY_DIR" in capsys.readouterr().err
+  assert cli.main(["convert", str(tmp_path / "t")]) == 2
+  assert "got neither" in capsys.readouterr().err
+  assert cli.main(["convert", "--tfds_name", NAME, str(tmp_path / "t")]) == 2
+  assert "needs --tfds_data_dir" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "t")
+
+
+def test_convert_bad_tfds_name_says_what_the_loader_says(data_dir, tmp_path, capsys):
+  from batch_rl.data import __main__ as cli
+  from batch_rl.replay import store
+  for name, directory in (("rlu_atari_nope/Pong_run_1", data_dir),
+                          ("rlu_atari_checkpoints_ordered/Pong_run_9", data_dir),
+                          (NAME, str(tmp_path / "empty"))):
+    with pytest.raises(ValueError) as loader:
+      fixed_replay.load_fixed_replay(tfds_name=name, tfds_data_dir=directory)
+    with pytest.raises(ValueError) as converter:
+      store.convert_tfds(name, directory, str(tmp_path / "s"))
+    message = str(converter.value)
+    assert message.startswith("`load_fixed_replay.tfds_")
+    # gin appends "In call to configurable ..." to the loader's message; the rest is equal.
+    assert str(loader.value).split("\n  In call to configurable")[0] == message
+    assert cli.main(["convert", "--tfds_name", name, "--tfds_data_dir", directory,
+                     str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+  with pytest.raises(ValueError, match=r"suffix\(es\) \[7\]"):
+    store.convert_tfds(NAME, data_dir, str(tmp_path / "s"), [7])
+  assert os.listdir(tmp_path) == []
+
+
+def test_convert_tfds_checks_free_space_before_decoding(data_dir, tmp_path, monkeypatch):
+  from batch_rl.replay import store
+  monkeypatch.setattr(store, "free_bytes", lambda path: 1000)
+  decoded = []
+  monkeypatch.setattr(rlu_tfds, "iter_checkpoint", lambda *a: decoded.append(a) or iter(()))
+  with pytest.raises(store.InsufficientSpaceError, match=r"2 checkpoint\(s\) of tfds:.*needs"):
+    store.convert_tfds(NAME, data_dir, str(tmp_path / "s"))
+  assert decoded == [] and os.listdir(tmp_path) == []

@@ -1,8 +1,9 @@
 """python -m batch_rl.data {inspect,convert,subsample,verify}: DQN Replay dataset tools.
 
   inspect    summary of a replay_logs directory or converted store (headers only, fast)
-  convert    one-time conversion into an uncompressed memory-mapped store
-             (bind `load_fixed_replay.store_dir` to use it)
+  convert    one-time conversion of .gz checkpoints (REPLAY_DIR) or of RL Unplugged
+             in TFDS (--tfds_name, --tfds_data_dir) into an uncompressed memory-mapped
+             store (bind `load_fixed_replay.store_dir` to use it)
   subsample  write a named subset as a smaller Dopamine-format dataset
   verify     decompress everything, checksum every file, store statistics; exit 1 and
              name the files if any is truncated, corrupt or missing
@@ -21,10 +22,14 @@ def _suffixes(text):
   return None if text is None else [int(s) for s in text.split(",") if s.strip()]
 
 
+def _progress_enabled() -> bool:
+  return sys.stderr.isatty() or os.environ.get("BATCH_RL_PROGRESS") == "1"
+
+
 def _bar(total, desc, unit="ckpt"):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
-              disable=not sys.stderr.isatty() and os.environ.get("BATCH_RL_PROGRESS") != "1")
+              disable=not _progress_enabled())
 
 
 def cmd_inspect(args) -> int:
@@ -35,8 +40,29 @@ def cmd_inspect(args) -> int:
 
 def cmd_convert(args) -> int:
   from batch_rl.replay import store  # pylint: disable=g-import-not-at-top
-  out = store.convert(args.replay_dir, args.store, _suffixes(args.suffixes),
-                      num_workers=args.workers, progress=True)
+  if len(args.paths) > 2:
+    raise ValueError(f"convert: expected [REPLAY_DIR] STORE, got {args.paths}.")
+  args.replay_dir = args.paths[0] if len(args.paths) == 2 else None
+  args.store = args.paths[-1]
+  if bool(args.replay_dir) == bool(args.tfds_name):
+    raise ValueError("convert: give either REPLAY_DIR (Dopamine-format .gz checkpoints) or "
+                     "--tfds_name with --tfds_data_dir (RL Unplugged in TFDS); got "
+                     + ("both." if args.replay_dir else "neither.") +
+                     " Usage: convert REPLAY_DIR STORE, or convert --tfds_name NAME "
+                     "--tfds_data_dir DIR STORE.")
+  workers = {} if args.workers is None else {"num_workers": args.workers}
+  if args.tfds_name:
+    if not args.tfds_data_dir:
+      raise ValueError("convert --tfds_name needs --tfds_data_dir (the TFDS data_dir, local "
+                       "or gs://).")
+    out = store.convert_tfds(args.tfds_name, args.tfds_data_dir, args.store,
+                             _suffixes(args.suffixes), stack_size=args.stack_size,
+                             progress=True, **workers)
+  else:
+    if args.tfds_data_dir or args.stack_size != 4:
+      raise ValueError("convert: --tfds_data_dir and --stack_size apply to --tfds_name only.")
+    out = store.convert(args.replay_dir, args.store, _suffixes(args.suffixes),
+                        progress=True, **workers)
   print(f"Store {out.path}: checkpoints {list(out.suffixes)}, "
         f"{out.observation.nbytes / 1e9:.2f} GB of frames. Train from it with "
         f"--gin_bindings=\"load_fixed_replay.store_dir='{out.path}'\"")
@@ -100,11 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("path", help="replay_logs directory (or <root>/<Game>/<run>), or a store")
   p.set_defaults(run=cmd_inspect)
 
-  p = sub.add_parser("convert", help="convert .gz checkpoints into a memory-mapped store")
-  p.add_argument("replay_dir", help="source replay_logs directory (local or gs://)")
-  p.add_argument("store", help="local directory to create (must not exist)")
+  p = sub.add_parser(
+      "convert", help="convert .gz checkpoints or RL Unplugged (TFDS) into a memory-mapped store",
+      usage="%(prog)s [-h] (REPLAY_DIR | --tfds_name NAME --tfds_data_dir DIR) STORE "
+            "[--suffixes S] [--workers N] [--stack_size N]")
+  # One list (main() adds paths that follow an option): argparse cannot match an
+  # optional positional before a required one.
+  p.add_argument("paths", nargs="+", metavar="[REPLAY_DIR] STORE",
+                 help="REPLAY_DIR: source replay_logs directory (local or gs://), not given "
+                 "with --tfds_name; STORE: local directory to create (must not exist)")
+  p.add_argument("--tfds_name", help="instead of REPLAY_DIR: RL Unplugged Atari in TFDS, e.g. "
+                 "rlu_atari_checkpoints_ordered/Pong_run_1")
+  p.add_argument("--tfds_data_dir", help="the TFDS data_dir holding --tfds_name (local or gs://)")
   p.add_argument("--suffixes", help="comma-separated checkpoints (default: all)")
-  p.add_argument("--workers", type=int, default=2, help="checkpoints decompressed at once")
+  p.add_argument("--workers", type=int, default=None,
+                 help="checkpoints decoded at once (default 2 for REPLAY_DIR, 1 for TFDS: "
+                 "each TFDS worker holds one episode's frames in RAM)")
+  p.add_argument("--stack_size", type=int, default=4,
+                 help="with --tfds_name: frame stack the episode padding is laid out for")
   p.set_defaults(run=cmd_convert)
 
   p = sub.add_parser("subsample", help="write a named subset as a Dopamine-format dataset")
@@ -133,7 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  if extra and getattr(args, "paths", None) is not None and not any(
+      e.startswith("-") for e in extra):
+    args.paths += extra  # convert's paths on both sides of an option (argparse splits them)
+  elif extra:
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
   from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
   from batch_rl.replay import store  # pylint: disable=g-import-not-at-top

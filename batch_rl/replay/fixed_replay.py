@@ -316,6 +316,11 @@ def load_fixed_replay(
   if store_dir:
     opened = store_lib.open_store(store_dir)
     replay_dir, available = store_dir, list(opened.suffixes)
+    if opened.stack_size is not None and opened.stack_size != stack_size:
+      raise ValueError(
+          f"Store {store_dir!r} was converted from {opened.source} for stack_size "
+          f"{opened.stack_size} (zero padding before each episode), but stack_size is "
+          f"{stack_size}. Convert it again with `--stack_size {stack_size}`.")
   elif tfds_name:
     if not tfds_data_dir:
       raise ValueError("`load_fixed_replay.tfds_name` needs `load_fixed_replay.tfds_data_dir`"

@@ -21,7 +21,7 @@ ends go into the shard's invalid_range.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -43,15 +43,14 @@ class ReplayPiece(NamedTuple):
   never_valid: np.ndarray  # int64 [M]
 
 
-def episodes_to_replay(episodes: Iterable[dict], stack_size: int = 4,
-                       clip_rewards: bool = True) -> ReplayPiece:
-  """Dopamine-layout arrays of RLDS episodes (dicts of numpy step arrays).
+def episode_pieces(episodes: Iterable[dict], stack_size: int = 4,
+                   clip_rewards: bool = True) -> Iterator[ReplayPiece]:
+  """Each episode's entries in Dopamine's layout (`never_valid` relative to the piece).
 
   Each episode: observation uint8 [T, H, W(, 1)], action int [T], reward float [T],
-  is_terminal bool [T].
+  is_terminal bool [T]. An episode that stores no action (a lone terminal state) is skipped.
   """
-  obs, act, rew, term, never = [], [], [], [], []
-  size = 0
+  pad = stack_size - 1
   for ep in episodes:
     o = np.asarray(ep["observation"])
     if o.ndim == 4 and o.shape[-1] == 1:
@@ -60,24 +59,48 @@ def episodes_to_replay(episodes: Iterable[dict], stack_size: int = 4,
     terminated = bool(np.asarray(ep["is_terminal"])[-1])
     if terminated:  # the last step holds only the terminal observation
       o, a, r = o[:-1], a[:-1], r[:-1]
-    t = np.zeros(len(a), np.uint8)
     if len(a) == 0:
       continue
-    pad = stack_size - 1
-    obs += [np.zeros((pad,) + o.shape[1:], np.uint8), o.astype(np.uint8)]
-    act += [np.zeros(pad, np.int32), a.astype(np.int32)]
-    rew += [np.zeros(pad, np.float32), np.clip(r, -1, 1) if clip_rewards else r]
+    t = np.zeros(len(a), np.uint8)
     if terminated:
       t[-1] = 1
-    term += [np.zeros(pad, np.uint8), t]
+    never = np.arange(pad) if terminated else np.append(np.arange(pad), pad + len(a) - 1)
+    yield ReplayPiece(
+        np.concatenate([np.zeros((pad,) + o.shape[1:], np.uint8), o.astype(np.uint8)]),
+        np.concatenate([np.zeros(pad, np.int32), a.astype(np.int32)]),
+        np.concatenate([np.zeros(pad, np.float32), np.clip(r, -1, 1) if clip_rewards else r]),
+        np.concatenate([np.zeros(pad, np.uint8), t]), never.astype(np.int64))
+
+
+def layout(episode_ends: Iterable[tuple[int, bool]], stack_size: int = 4
+           ) -> tuple[int, np.ndarray]:
+  """(entries, never_valid) of a checkpoint from its episodes' (steps, ends terminal?).
+
+  The same numbers `episodes_to_replay` gives, without the frames (the size of a
+  store is known before any frame is decoded).
+  """
+  size, never, pad = 0, [], stack_size - 1
+  for steps, terminated in episode_ends:
+    stored = steps - 1 if terminated else steps
+    if stored <= 0:
+      continue
     never.append(np.arange(size, size + pad))
-    size += pad + len(a)
+    size += pad + stored
     if not terminated:
       never.append(np.array([size - 1]))
-  if size == 0:
+  return size, (np.concatenate(never).astype(np.int64) if never else np.zeros(0, np.int64))
+
+
+def episodes_to_replay(episodes: Iterable[dict], stack_size: int = 4,
+                       clip_rewards: bool = True) -> ReplayPiece:
+  """Dopamine-layout arrays of RLDS episodes (dicts of numpy step arrays), concatenated."""
+  pieces = list(episode_pieces(episodes, stack_size, clip_rewards))
+  if not pieces:
     raise RLUError("The checkpoint holds no steps.")
-  return ReplayPiece(np.concatenate(obs), np.concatenate(act), np.concatenate(rew),
-                     np.concatenate(term), np.concatenate(never).astype(np.int64))
+  offsets = np.cumsum([0] + [p.action.size for p in pieces[:-1]])
+  return ReplayPiece(*(np.concatenate([getattr(p, k) for p in pieces])
+                       for k in ("observation", "action", "reward", "terminal")),
+                     np.concatenate([p.never_valid + o for p, o in zip(pieces, offsets)]))
 
 
 def _tfds():
@@ -142,16 +165,41 @@ def _split(builder, suffix: int) -> str:
                  f"splits: {names}.")
 
 
+def frame_shape(builder) -> tuple[int, ...]:
+  """Frame shape as stored in Dopamine's layout ((84, 84, 1) -> (84, 84)), from the info."""
+  shape = tuple(int(d) for d in builder.info.features["steps"]["observation"].shape)
+  return shape[:-1] if len(shape) == 3 and shape[-1] == 1 else shape
+
+
+def _episodes(builder, suffix: int, keys=None, decoders=None) -> Iterator[dict]:
+  """A checkpoint's episodes in logged order, as dicts of numpy step arrays."""
+  tfds = _tfds()
+  dataset = builder.as_dataset(split=_split(builder, suffix), shuffle_files=False,
+                               decoders=decoders)
+  for episode in dataset:
+    steps = episode["steps"]
+    if keys is not None:
+      steps = steps.map(lambda s: {k: s[k] for k in keys})
+    # Bounded batches: TF preallocates per batch, so batch(huge) stalls.
+    chunks = [tfds.as_numpy(c) for c in steps.batch(_STEPS_PER_READ)]
+    if chunks:
+      yield {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def checkpoint_layout(builder, suffix: int, stack_size: int = 4) -> tuple[int, np.ndarray]:
+  """`layout` of one checkpoint: reads its episodes without decoding a frame."""
+  tfds = _tfds()
+  skip = {"steps": {"observation": tfds.decode.SkipDecoding()}}
+  ends = ((len(ep["is_terminal"]), bool(ep["is_terminal"][-1]))
+          for ep in _episodes(builder, suffix, keys=("is_terminal",), decoders=skip))
+  return layout(ends, stack_size)
+
+
+def iter_checkpoint(builder, suffix: int, stack_size: int = 4) -> Iterator[ReplayPiece]:
+  """One checkpoint's episodes, in logged order, one Dopamine-layout piece at a time."""
+  return episode_pieces(_episodes(builder, suffix), stack_size)
+
+
 def read_checkpoint(builder, suffix: int, stack_size: int = 4) -> ReplayPiece:
   """Reads one checkpoint's episodes, in logged order, into Dopamine's layout."""
-  tfds = _tfds()
-  dataset = builder.as_dataset(split=_split(builder, suffix), shuffle_files=False)
-
-  def episodes():
-    for episode in dataset:
-      # Bounded batches: TF preallocates per batch, so batch(huge) stalls.
-      chunks = [tfds.as_numpy(c) for c in episode["steps"].batch(_STEPS_PER_READ)]
-      if chunks:
-        yield {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-
-  return episodes_to_replay(episodes(), stack_size)
+  return episodes_to_replay(_episodes(builder, suffix), stack_size)
