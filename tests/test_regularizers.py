@@ -25,6 +25,16 @@ def np_lp(phi):
   return s[0] ** 2 - s[-1] ** 2
 
 
+def np_lp_finite_difference_grad(phi, h=1e-6):
+  """Central differences of np_lp, entry by entry (the independent gradient reference)."""
+  fd = np.zeros_like(phi)
+  for i, j in itertools.product(range(phi.shape[0]), range(phi.shape[1])):
+    e = np.zeros_like(phi)
+    e[i, j] = h
+    fd[i, j] = (np_lp(phi + e) - np_lp(phi - e)) / (2 * h)
+  return fd
+
+
 @pytest.mark.parametrize("shape", [(6, 4), (4, 6), (32, 16), (5, 5)])
 def test_lp_value_matches_numpy_svd(shape):
   phi = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -55,13 +65,7 @@ def test_lp_gradient_matches_finite_differences_and_svd_formula_float64():
     phi = np.random.default_rng(1).standard_normal((6, 4))  # distinct singular values
     grad = np.asarray(jax.grad(reg.lp_penalty)(jnp.asarray(phi, jnp.float64)))
     assert grad.dtype == np.float64
-    h = 1e-6
-    fd = np.zeros_like(phi)
-    for i, j in itertools.product(range(6), range(4)):
-      e = np.zeros_like(phi)
-      e[i, j] = h
-      fd[i, j] = (np_lp(phi + e) - np_lp(phi - e)) / (2 * h)
-    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad, np_lp_finite_difference_grad(phi), rtol=1e-6, atol=1e-7)
     # Closed form for simple singular values: 2 s_1 u_1 v_1^T - 2 s_k u_k v_k^T.
     u, s, vt = np.linalg.svd(phi, full_matrices=False)
     closed = 2 * s[0] * np.outer(u[:, 0], vt[0]) - 2 * s[-1] * np.outer(u[:, -1], vt[-1])
@@ -120,13 +124,7 @@ def test_lp_gram_gradient_matches_finite_differences_and_svd_float64(shape):
     grad = np.asarray(jax.grad(functools.partial(reg.lp_penalty, method="gram"))(
         jnp.asarray(phi, jnp.float64)))
     assert grad.dtype == np.float64
-    h = 1e-6
-    fd = np.zeros_like(phi)
-    for i, j in itertools.product(range(shape[0]), range(shape[1])):
-      e = np.zeros_like(phi)
-      e[i, j] = h
-      fd[i, j] = (np_lp(phi + e) - np_lp(phi - e)) / (2 * h)
-    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad, np_lp_finite_difference_grad(phi), rtol=1e-6, atol=1e-7)
     u, s, vt = np.linalg.svd(phi, full_matrices=False)
     closed = 2 * s[0] * np.outer(u[:, 0], vt[0]) - 2 * s[-1] * np.outer(u[:, -1], vt[-1])
     np.testing.assert_allclose(grad, closed, rtol=1e-9, atol=1e-10)

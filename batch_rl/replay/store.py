@@ -191,6 +191,13 @@ def _remove_partial(partial: str) -> None:
   shutil.rmtree(partial)
 
 
+def _check_available(suffixes, available, where: str, error) -> None:
+  """`error` naming the chosen suffixes that are not among `available`."""
+  missing = sorted(set(suffixes) - set(available))
+  if missing:
+    raise error(f"Checkpoint suffix(es) {missing} are not {where}; available: {available}.")
+
+
 def _existing(store_dir: str, suffixes: Sequence[int]) -> Optional[Store]:
   """The finished store at `store_dir` if it holds `suffixes`; None if there is none."""
   if not os.path.exists(store_dir):
@@ -287,10 +294,7 @@ def convert(replay_dir: str, store_dir: str, suffixes: Optional[Sequence[int]] =
           "choose the checkpoints to convert (--suffixes).")
     suffixes = available
   suffixes = sorted(int(s) for s in suffixes)
-  missing = sorted(set(suffixes) - set(available))
-  if missing:
-    raise fmt.ReplayFormatError(f"Checkpoint suffix(es) {missing} are not complete in "
-                                f"{replay_dir}; available: {available}.")
+  _check_available(suffixes, available, f"complete in {replay_dir}", fmt.ReplayFormatError)
   existing = _existing(store_dir, suffixes)
   if existing is not None:
     return existing
@@ -348,10 +352,7 @@ def convert_tfds(tfds_name: str, tfds_data_dir: str, store_dir: str,
   source = f"tfds:{tfds_data_dir.rstrip('/')}/{tfds_name}"
   available = rlu_tfds.checkpoint_suffixes(builder)
   suffixes = available if suffixes is None else sorted(set(int(s) for s in suffixes))
-  missing = sorted(set(suffixes) - set(available))
-  if missing:
-    raise rlu_tfds.RLUError(f"Checkpoint suffix(es) {missing} are not in {source}; "
-                            f"available: {available}.")
+  _check_available(suffixes, available, f"in {source}", rlu_tfds.RLUError)
   existing = _existing(store_dir, suffixes)
   if existing is not None:
     return existing
