@@ -16,6 +16,7 @@ the fused jitted add/update/act call). This is the figure that decides whether a
 over several environments at once would speed training up (see OnlineRunner).
 """
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -30,6 +31,23 @@ import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
 from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
 from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@contextlib.contextmanager
+def minatar_runner(n: float, steps: int, iterations: int, capacity: int, extra=()):
+  """An OnlineRunner of minatar_dqn.gin (n updates per step, no evaluation) in a
+  temporary base_dir, removed afterwards with the gin config."""
+  base = tempfile.mkdtemp(prefix="online_bench_")
+  try:
+    config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")], [
+        f"OnlineRunner.updates_per_step = {n}", f"OnlineRunner.training_steps = {steps}",
+        f"OnlineRunner.num_iterations = {iterations}", "OnlineRunner.evaluation_steps = 0",
+        f"OnlineRunner.replay_capacity = {capacity}",
+        f"OnlineRunner.min_replay_history = {min(1000, steps)}", *extra])
+    yield run_experiment.create_runner(base_dir=base), base
+  finally:
+    gin.clear_config()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 class TimedEnvironment:
@@ -58,14 +76,7 @@ class TimedEnvironment:
 
 def env_fraction(steps: int, capacity: int) -> None:
   """Prints env time per step vs the whole training step, n = 1, second iteration."""
-  base = tempfile.mkdtemp(prefix="online_bench_")
-  try:
-    config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")], [
-        "OnlineRunner.updates_per_step = 1", f"OnlineRunner.training_steps = {steps}",
-        "OnlineRunner.num_iterations = 2", "OnlineRunner.evaluation_steps = 0",
-        f"OnlineRunner.replay_capacity = {capacity}",
-        f"OnlineRunner.min_replay_history = {min(1000, steps)}"])
-    runner = run_experiment.create_runner(base_dir=base)
+  with minatar_runner(1, steps, 2, capacity) as (runner, _):
     env = runner.env = TimedEnvironment(runner.env)
     first = {}
     metrics = runner.run(on_iteration=lambda it, _: first.update(
@@ -77,9 +88,6 @@ def env_fraction(steps: int, capacity: int) -> None:
           f"env.step {env_us:.0f} us per step of a {step_us:.0f} us training step "
           f"({100 * env_us / step_us:.1f}% in the environment; the fused jitted "
           f"add + update + act call and the host loop are the rest)", flush=True)
-  finally:
-    gin.clear_config()
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv):
@@ -93,14 +101,8 @@ def main(argv):
   args = parser.parse_args(argv)
   print(f"jax backend: {__import__('jax').default_backend()}, {os.cpu_count()} CPUs")
   for n in args.n:
-    base = tempfile.mkdtemp(prefix="online_bench_")
-    try:
-      config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")], [
-          f"OnlineRunner.updates_per_step = {n}", f"OnlineRunner.training_steps = {args.steps}",
-          "OnlineRunner.num_iterations = 1", "OnlineRunner.evaluation_steps = 0",
-          f"OnlineRunner.replay_capacity = {args.capacity}",
-          "OnlineRunner.min_replay_history = 1000", "OnlineRunner.log_dataset = True"])
-      runner = run_experiment.create_runner(base_dir=base)
+    with minatar_runner(n, args.steps, 1, args.capacity,
+                        ["OnlineRunner.log_dataset = True"]) as (runner, base):
       start = time.perf_counter()
       metrics = runner.run()
       wall = time.perf_counter() - start
@@ -112,9 +114,6 @@ def main(argv):
             f"logged iteration ({args.capacity:,}-entry buffer, "
             f"{min(entries, args.capacity):,} entries written) = "
             f"{size / 2**20:.2f} MiB on disk", flush=True)
-    finally:
-      gin.clear_config()
-      shutil.rmtree(base, ignore_errors=True)
   if args.env_fraction:
     env_fraction(args.steps, args.capacity)
 
