@@ -1,4 +1,4 @@
-r"""Trains an agent on fixed replay data (DQN Replay format) and evaluates it online.
+r"""Trains an agent (offline on fixed replay data, online, or in the gridworld lab).
 
   python train.py --base_dir=/tmp/quickstart --gin_files=gin_configs/quickstart.gin
   python train.py --base_dir=runs/pong_dqn_s1 --gin_files=gin_configs/offline/dqn.gin \
@@ -6,8 +6,15 @@ r"""Trains an agent on fixed replay data (DQN Replay format) and evaluates it on
       --gin_bindings="FixedReplayRunner.game='Pong'" --gin_bindings="FixedReplayRunner.seed=1"
 
 Rerunning the same command resumes from the last completed iteration.
+
+Exit status: 0 done; 2 the input is wrong (a gin file or binding, a path, the data), and
+nothing was trained; 1 a run that started failed (it diverged, or a write failed),
+with its last good checkpoint kept. Errors are one paragraph; --verbose (or
+BATCH_RL_VERBOSE=1) adds the traceback.
 """
+import os
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -18,7 +25,24 @@ flags.DEFINE_string("base_dir", None, "Directory of this run (TensorBoard events
 flags.DEFINE_multi_string("gin_files", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files "
                           "(e.g. \"FixedReplayRunner.seed=1\").")
+flags.DEFINE_bool("restart", False, "Start afresh: move an earlier run in --base_dir "
+                  "aside (renamed to <base_dir>.old-<time>, never deleted).")
+flags.DEFINE_bool("verbose", False, "Print the traceback of an error too.")
 FLAGS = flags.FLAGS
+
+
+def _message(error: BaseException) -> str:
+  """The error's text without the context lines gin appends to it."""
+  lines = str(error).splitlines()
+  return "\n".join(line for line in lines
+                   if not line.strip().startswith("In call to configurable"))
+
+
+def _fail(error: BaseException, status: int) -> None:
+  if FLAGS.verbose or os.environ.get("BATCH_RL_VERBOSE") == "1":
+    traceback.print_exc()
+  print(f"error: {_message(error)}", file=sys.stderr)
+  sys.exit(status)
 
 
 def main(argv):
@@ -26,13 +50,19 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   # Imported here so that --help answers without importing JAX and TensorFlow.
   from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
-  from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import common  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import registry  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import run_dir  # pylint: disable=g-import-not-at-top
   try:
     config_lib.parse_gin(FLAGS.gin_files, FLAGS.gin_bindings)
-    runner = run_experiment.create_runner(base_dir=FLAGS.base_dir)
+    if FLAGS.restart:
+      run_dir.move_aside(FLAGS.base_dir)
+    runner = registry.create_runner(base_dir=FLAGS.base_dir)
+    runner.run()
+  except common.RUN_ERRORS as e:
+    _fail(e, 1)
   except config_lib.USER_ERRORS as e:
-    sys.exit(f"error: {e}")
-  runner.run()
+    _fail(e, 2)
   print(f"\nDone. Logs, config and checkpoints are in {FLAGS.base_dir}\n"
         f"  tensorboard --logdir {FLAGS.base_dir}")
 

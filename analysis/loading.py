@@ -6,7 +6,7 @@
     sweep.problems  # what is missing or odd, one sentence each (also logged as warnings)
 
 A run is a folder holding TensorBoard event files (`events.out.tfevents.*`), as written by
-`batch_rl.run_experiment.FixedReplayRunner` into its `base_dir`. The event files are read
+`batch_rl.offline.FixedReplayRunner` into its `base_dir`. The event files are read
 with tbparse (on tensorboard's own event reader); the run's labels come from its gin
 config, `config.gin` beside the events or else the `Config/gin` text summary.
 

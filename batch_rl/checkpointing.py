@@ -6,6 +6,7 @@ Files: <checkpoint_dir>/ckpt_<iteration>.msgpack (flax msgpack serialization).
 """
 import os
 import re
+import shutil
 from typing import Any, Optional
 
 import flax.serialization
@@ -29,16 +30,51 @@ def list_iterations(checkpoint_dir: str) -> list[int]:
   return sorted(int(m.group(1)) for m in found if m)
 
 
+class WriteError(OSError):
+  """A run's file could not be written (disk full, permission); nothing partial is left."""
+
+
+def _free_bytes(directory: str) -> Optional[int]:
+  """Free bytes of a local directory's file system; None for remote (gs://) paths."""
+  if "://" in directory:
+    return None
+  return shutil.disk_usage(directory).free
+
+
+def write_atomically(path: str, payload: bytes) -> None:
+  """Writes `payload` to `path` through a temporary file renamed into place.
+
+  Free space is checked first where the file system is local; a failed write removes
+  its temporary file and raises WriteError naming the path and the bytes needed.
+  """
+  tmp = path + ".tmp"
+  directory = os.path.dirname(path) or "."
+  try:
+    gfile().makedirs(directory)
+    free = _free_bytes(directory)
+    if free is not None and free < len(payload):
+      raise OSError(f"{free / 1e6:.1f} MB free on that file system")
+    with gfile().GFile(tmp, "wb") as f:
+      f.write(payload)
+    gfile().rename(tmp, path, overwrite=True)
+  except Exception as e:  # pylint: disable=broad-except  (OSError or TensorFlow's errors)
+    try:
+      if gfile().exists(tmp):
+        gfile().remove(tmp)
+    except Exception:  # pylint: disable=broad-except
+      pass
+    reason = getattr(e, "message", None) or str(e)
+    raise WriteError(f"Could not write {path} ({len(payload) / 1e6:.1f} MB needed): "
+                     f"{reason}. Nothing partial was left behind; free space or fix the "
+                     "permissions and rerun the same command to resume.") from e
+
+
 def save(checkpoint_dir: str, iteration: int, tree: Any, keep: int = 2) -> str:
   """Writes `tree` as the checkpoint of `iteration`; keeps the newest `keep` files."""
-  gfile().makedirs(checkpoint_dir)
   payload = flax.serialization.to_bytes(
       {"iteration": np.int64(iteration), "state": jax.device_get(tree)})
   path = _path(checkpoint_dir, iteration)
-  tmp = path + ".tmp"
-  with gfile().GFile(tmp, "wb") as f:
-    f.write(payload)
-  gfile().rename(tmp, path, overwrite=True)
+  write_atomically(path, payload)
   for old in list_iterations(checkpoint_dir)[:-keep]:
     gfile().remove(_path(checkpoint_dir, old))
   return path

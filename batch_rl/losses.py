@@ -1,7 +1,7 @@
 """TD targets and regression losses: pure functions of arrays, no network inside.
 
-Agents combine these with coefficients; regularisers (CQL, Lp, DR3, ...) join this file
-as their own small functions.
+Agents combine these with coefficients; the regularisers' penalties (CQL, Lp, DR3, ...)
+are in regularizers.py.
 """
 import jax
 import jax.numpy as jnp

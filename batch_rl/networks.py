@@ -287,3 +287,60 @@ class MinAtarDQNNetwork(nn.Module):
     x = act(x)
     x = x.reshape((x.shape[0], -1))
     return _representation_and_head(self, x, train, init)
+
+
+@gin.configurable
+class MLPQNetwork(nn.Module):
+  """A multilayer perceptron for vector observations (classic control, bsuite).
+
+  flatten -> Dense(hidden_sizes[0]) -> ... -> Dense(hidden_sizes[-1])
+  [= representation] -> Dense(num_actions), `activation` after every hidden layer,
+  Xavier-uniform kernels and zero biases (as the other networks here). The input is
+  used as it is (cast to float32, not rescaled).
+
+  Attributes:
+    num_actions: number of Q-value outputs.
+    hidden_sizes: widths of the hidden layers; the last one is the representation
+      layer, so D = hidden_sizes[-1].
+    outputs_per_action: K outputs per action (51 C51 atoms, 200 QR-DQN quantiles,
+      REM heads); 1 for DQN.
+    activation: key of `ACTIVATIONS`.
+    dropout_rate: dropout on the representation before the head (train only).
+    bottleneck: "none", or "vib" (variational information bottleneck).
+    contrastive_projection: add CURL's bilinear matrix W (`contrastive_query`).
+  """
+
+  num_actions: int
+  hidden_sizes: tuple[int, ...] = (64, 64)
+  outputs_per_action: int = 1
+  activation: str = "relu"
+  dropout_rate: float = 0.0
+  bottleneck: str = "none"
+  contrastive_projection: bool = False
+
+  @property
+  def hidden_units(self) -> int:
+    """Width of the representation layer (what `_representation_and_head` builds)."""
+    return int(tuple(self.hidden_sizes)[-1])
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> QNetworkOutput:
+    """Args: x: [B, *observation_shape, S], e.g. [B, 4, 1] for CartPole states (one
+    float32 observation (4,) stacked on the trailing axis), of any numeric dtype. Each
+    state is flattened (row-major: observation-major, frame-minor).
+
+    Returns: QNetworkOutput with q_values [B, num_actions] and representation
+    [B, hidden_sizes[-1]], both float32.
+    """
+    sizes = tuple(int(h) for h in self.hidden_sizes)
+    if not sizes or min(sizes) < 1:
+      raise ValueError(f"{type(self).__name__}.hidden_sizes must be a non-empty sequence "
+                       f"of positive widths, got {self.hidden_sizes!r}")
+    if x.ndim < 2:
+      raise _shape_error(type(self).__name__, "[B, *observation_shape, S]", x.shape)
+    act = get_activation(self.activation)
+    init = nn.initializers.xavier_uniform()
+    x = x.astype(jnp.float32).reshape((x.shape[0], -1))
+    for features in sizes[:-1]:
+      x = act(nn.Dense(features=features, kernel_init=init)(x))
+    return _representation_and_head(self, x, train, init)

@@ -44,10 +44,8 @@ def lp_penalty(phi: jax.Array, method: str = "svd") -> jax.Array:
       2 Phi v_1 v_1^T - 2 Phi v_k v_k^T = 2 s_1 u_1 v_1^T - 2 s_k u_k v_k^T is the SVD
       formula below (first-order perturbation of a simple eigenvalue, d lambda =
       v^T dG v), but no SVD and no eigh derivative is computed. Why it exists: XLA:CPU's
-      SVD with singular vectors, which the "svd" gradient needs, is slow; in the vmapped
-      gridworld FQI program (Phi [128, 64], docs/gridworld.md "Lp cost") a T = 200 + Lp
-      step cost 0.67 ms per seed with "gram" vs 1.31 ms with "svd" (one OpenBLAS thread;
-      6.7 vs 87 ms with OpenBLAS's default threads on a loaded 2-core CPU). Precision: the squared singular values come from G,
+      SVD with singular vectors, which the "svd" gradient needs, is slow (docs/gridworld.md,
+      "Lp cost", has the figures). Precision: the squared singular values come from G,
       so in float32 they carry an absolute error ~ eps sigma_max^2 (the value is
       evaluated as |Phi v|^2, but a sigma_min^2 below ~1e-7 sigma_max^2 is not resolved
       and its eigenvector, hence the small second gradient term, is arbitrary).

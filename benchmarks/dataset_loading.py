@@ -32,7 +32,7 @@ CHILD = r"""
 import json, os, sys, time
 mode, path = sys.argv[1], sys.argv[2]
 import jax, numpy as np
-from batch_rl.replay import fixed_replay, sampler
+from batch_rl.datasets import fixed_replay, sampler
 from dopamine.tf.replay_memory import circular_replay_buffer
 from batch_rl.tf_utils import tensorflow
 tensorflow()
@@ -96,7 +96,7 @@ def synthetic_frames(rng, start: int, count: int) -> np.ndarray:
 
 
 def write_checkpoint(path: str, capacity: int) -> None:
-  from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   observation = np.empty((capacity, 84, 84), np.uint8)
   for start in range(0, capacity, 10_000):
@@ -121,7 +121,7 @@ def main() -> None:
   parser.add_argument("--data_dir", default="/tmp/batch_rl_bench")
   parser.add_argument("--repeats", type=int, default=1, help="runs per reader (min is kept)")
   args = parser.parse_args()
-  from batch_rl.replay import store  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import store  # pylint: disable=g-import-not-at-top
   replay_dir = os.path.join(args.data_dir, f"ckpt_{args.capacity}")
   store_dir = os.path.join(args.data_dir, f"store_{args.capacity}")
   if not os.path.exists(os.path.join(replay_dir, "add_count_ckpt.0.gz")):

@@ -20,7 +20,7 @@ import numpy as np
 CHILD = r"""
 import resource, sys
 import jax, numpy as np
-from batch_rl.replay import fixed_replay
+from batch_rl.datasets import fixed_replay
 from batch_rl.tf_utils import tensorflow
 tensorflow()  # import everything first: the baseline includes the libraries
 import os
@@ -36,7 +36,7 @@ print(base, after_load, after_put, nbytes)
 
 
 def write_data(path: str, shards: int, capacity: int) -> None:
-  from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   for suffix in range(shards):
     terminal = (rng.uniform(size=capacity) < 0.002).astype(np.uint8)

@@ -23,14 +23,13 @@ import sys
 import tempfile
 import time
 
+import gin
+
+from batch_rl import config as config_lib
+from batch_rl.runners import registry
+from batch_rl.datasets import dqn_replay_format as fmt
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @contextlib.contextmanager
@@ -44,7 +43,7 @@ def minatar_runner(n: float, steps: int, iterations: int, capacity: int, extra=(
         f"OnlineRunner.num_iterations = {iterations}", "OnlineRunner.evaluation_steps = 0",
         f"OnlineRunner.replay_capacity = {capacity}",
         f"OnlineRunner.min_replay_history = {min(1000, steps)}", *extra])
-    yield run_experiment.create_runner(base_dir=base), base
+    yield registry.create_runner(base_dir=base), base
   finally:
     gin.clear_config()
     shutil.rmtree(base, ignore_errors=True)

@@ -41,7 +41,7 @@ mode, store_dir = sys.argv[1], sys.argv[2]
 window, slots, refresh, train_steps, sample_steps = map(int, sys.argv[3:8])
 import jax, jax.numpy as jnp, numpy as np
 from batch_rl.agents import dqn, learner
-from batch_rl.replay import fixed_replay, sampler, streaming
+from batch_rl.datasets import fixed_replay, sampler, streaming
 def status(field):
   for line in open("/proc/self/status"):
     if line.startswith(field + ":"):
@@ -105,7 +105,7 @@ print(json.dumps(out))
 def write_data(replay_dir: str, checkpoints: int, capacity: int) -> None:
   sys.path.insert(0, HERE)
   from dataset_loading import synthetic_frames  # pylint: disable=g-import-not-at-top
-  from batch_rl.replay import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import dqn_replay_format as fmt  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   for suffix in range(checkpoints):
     observation = np.empty((capacity, 84, 84), np.uint8)
@@ -130,7 +130,7 @@ def main() -> None:
   parser.add_argument("--sample_steps", type=int, default=3000)
   parser.add_argument("--data_dir", default="/tmp/batch_rl_bench")
   args = parser.parse_args()
-  from batch_rl.replay import store  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import store  # pylint: disable=g-import-not-at-top
   name = f"{args.checkpoints}x{args.capacity}"
   replay_dir = os.path.join(args.data_dir, f"ckpts_{name}")
   store_dir = os.path.join(args.data_dir, f"store_{name}")

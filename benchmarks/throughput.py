@@ -63,8 +63,8 @@ from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.environments import evaluation
 from batch_rl.environments import factory
-from batch_rl.replay import dqn_replay_format
-from batch_rl.replay import fixed_replay
+from batch_rl.datasets import dqn_replay_format
+from batch_rl.datasets import fixed_replay
 from batch_rl.replay import sampler
 
 NUM_ACTIONS = 6  # Pong's minimal action set and MinAtar's full one.
@@ -212,7 +212,7 @@ def make_unscanned_step(train_step, donate):
   `learner.make_train_steps(step, 1)`, but one plain step, no lax.scan around it."""
 
   def one_step(state, data, totals):
-    state, metrics = train_step(state, data)
+    state, _, metrics = train_step(state, data)
     return state, {k: totals[k] + v for k, v in metrics.items()}
 
   return jax.jit(one_step, donate_argnums=(0, 2) if donate else ())
@@ -363,7 +363,7 @@ def main(argv=None):
   for line in environment_lines():
     log(line)
   try:
-    from batch_rl.run_experiment import DEFAULT_FUSED_STEPS
+    from batch_rl.runners.offline import DEFAULT_FUSED_STEPS
     log(f"Runner's default fused steps on `{jax.default_backend()}`: "
         f"{DEFAULT_FUSED_STEPS.get(jax.default_backend(), 1)}")
   except ImportError:

@@ -13,7 +13,7 @@ import tempfile, time
 import jax, jax.numpy as jnp, numpy as np, optax
 from dopamine.tf.replay_memory import circular_replay_buffer as crb
 from batch_rl.agents import dqn, learner
-from batch_rl.replay import dqn_replay_format as fmt, fixed_replay, sampler
+from batch_rl.datasets import dqn_replay_format as fmt, fixed_replay, sampler
 parser = argparse.ArgumentParser(); parser.add_argument('--steps', type=int, default=40)
 n = parser.parse_args().steps
 tmp = tempfile.mkdtemp(); C = 20000; rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ r"""Reproduces the IUP gridworld claims (a)-(g) and writes a figure and a table.
   .venv/bin/python experiments/gridworld_claims.py --iterations=300 \
       --deep_linear_iterations=100                                        # reduced
 
-Claims (IUP, Kumar et al. 2021; spec /work/shared/specs/gridworld.md section 9):
+Claims (IUP, Kumar et al. 2021; section 9 of the gridworld spec):
   (a) offline: srank with T=200 ends below srank with T=10, and normalised return is worse;
   (b) supervised regression to Q* keeps srank above both;
   (c) the Lp penalty (0.001) prevents the T=200 collapse;
@@ -24,23 +24,21 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import sys
 import time
 
 # Before numpy / scipy / jax load OpenBLAS: jaxlib's LAPACK custom calls (the SVD of the
-# srank diagnostics, Lp's SVD / eigh) run in scipy's OpenBLAS, whose worker threads,
-# competing with XLA's own on a small shared CPU, made a 128 x 64 SVD with singular
-# vectors ~50x slower (measured: T=200 + Lp 87 ms per seed-step with the default
-# threads, 1.3 ms with one; docs/gridworld.md, "Lp cost"). An explicit setting wins.
+# srank diagnostics, Lp's SVD / eigh) run in scipy's OpenBLAS, whose worker threads
+# compete with XLA's own on a small CPU (docs/gridworld.md, "Lp cost"). An explicit
+# setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import jax  # pylint: disable=g-import-not-at-top
-import numpy as np
+import numpy as np  # pylint: disable=g-import-not-at-top
 import optax
 from scipy import stats
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from batch_rl.gridworld import env as env_lib  # pylint: disable=g-import-not-at-top
+from batch_rl.agents import regularizer_terms  # pylint: disable=g-import-not-at-top
+from batch_rl.gridworld import data
+from batch_rl.gridworld import env as env_lib
 from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
 
@@ -108,8 +106,8 @@ def main(argv=None):
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs"))
   p.add_argument("--only", default="", help="comma-separated variant names (debugging)")
   p.add_argument("--lp_method", default="gram", choices=("gram", "svd"),
-                 help="regularizers.lp_penalty method of 'T=200 + Lp' (same value and "
-                      "gradient; 'gram' is cheaper on CPU)")
+                 help="LpRegularizer.method of 'T=200 + Lp' (same value and gradient; "
+                      "'gram' is cheaper on CPU)")
   p.add_argument("--cache_dir", default="",
                  help="if set, each variant's raw metrics are saved there as .npz and "
                       "reused by a later call with the same settings (the report is "
@@ -117,7 +115,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   seeds = list(range(args.seeds))
   env = env_lib.GridworldEnv()
-  arrays = fqi.env_arrays(env)
+  arrays = data.env_arrays(env)
   K, KD = args.iterations, args.deep_linear_iterations
   base = fqi.FQIConfig()
   dl_every = max(1, KD // args.deep_linear_logs)
@@ -126,9 +124,8 @@ def main(argv=None):
       Variant("T=200", dataclasses.replace(base, gradient_steps=200), K),
       Variant("supervised Q*", dataclasses.replace(
           base, gradient_steps=20, target=fqi.Target.Q_STAR, full_batch=True), K),
-      Variant("T=200 + Lp", dataclasses.replace(base, gradient_steps=200,
-                                                lp_coefficient=1e-3,
-                                                lp_method=args.lp_method), K),
+      Variant("T=200 + Lp", dataclasses.replace(base, gradient_steps=200, regularizers=(
+          regularizer_terms.LpRegularizer(coefficient=1e-3, method=args.lp_method),)), K),
       Variant("T=200 re-init", dataclasses.replace(base, gradient_steps=200,
                                                    reinitialize=True), K),
       Variant("T=200 oracle Q^pi", dataclasses.replace(base, gradient_steps=200,
@@ -171,7 +168,10 @@ def main(argv=None):
 
 
 def _cache_path(cache_dir, v: Variant, seeds):
-  tag = repr((v.name, v.cfg, v.iterations, v.deep_linear, v.learning_rate, list(seeds)))
+  # Terms hash and print by identity: the key describes them by their settings instead.
+  cfg = dataclasses.replace(v.cfg, regularizers=())
+  tag = repr((v.name, cfg, fqi.describe_regularizers(v.cfg.regularizers), v.iterations,
+              v.deep_linear, v.learning_rate, list(seeds)))
   h = hashlib.sha1(tag.encode()).hexdigest()[:12]
   safe = "".join(c if c.isalnum() else "_" for c in v.name)
   return os.path.join(cache_dir, f"{safe}_{h}.npz")
@@ -299,7 +299,8 @@ def write_table(path, rows, claims, args, env):
       "vmapped call (compilation excluded) on the shared 2-core CPU "
       f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}). "
       "'T=200 + Lp': loss = TD + 0.001 (sigma_max^2 - sigma_min^2) of each 128 x 64 "
-      f"minibatch feature matrix (regularizers.lp_penalty, method='{args.lp_method}').",
+      "minibatch feature matrix (LpRegularizer, regularizers.lp_penalty, "
+      f"method='{args.lp_method}').",
       "",
       "| " + " | ".join(cols) + " |",
       "|" + "---|" * len(cols),

@@ -1,4 +1,4 @@
-r"""How long online DQN on MinAtar takes to reach a non-trivial score (issue 4's note).
+r"""How long online DQN on MinAtar takes to reach a non-trivial score.
 
   python experiments/minatar_online_score.py                  # 3 x 25,000 env steps, n = 1
   python experiments/minatar_online_score.py --iterations 10 --steps 100000 \
@@ -22,15 +22,14 @@ import time
 
 import numpy as np
 
+import jax
+
+from batch_rl import config as config_lib
+from batch_rl.runners import common, registry
+from batch_rl.environments import evaluation
+from batch_rl.environments import factory
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl.environments import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl.environments import factory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 GIN_FILE = os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")
 
@@ -38,7 +37,7 @@ GIN_FILE = os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")
 def random_policy_result(num_actions: int, env_name: str, seed: int, num_envs: int,
                          min_steps: int) -> evaluation.EvalResult:
   """evaluate() of the uniformly random policy on the runner's iteration-0 eval envs."""
-  envs = [factory.create_environment(env_name, seed=run_experiment._seed_int(seed, 3, 0, i))  # pylint: disable=protected-access
+  envs = [factory.create_environment(env_name, seed=common.seed_int(seed, 3, 0, i))
           for i in range(num_envs)]
 
   draw = jax.jit(jax.vmap(lambda k: jax.random.randint(k, (), 0, num_actions)))
@@ -70,7 +69,7 @@ def main(argv):
       f"OnlineRunner.evaluation_steps = {args.eval_steps}",
       f"OnlineRunner.updates_per_step = {args.updates_per_step}",
       f"OnlineRunner.seed = {args.seed}"] + list(args.bindings))
-  runner = run_experiment.create_runner(base_dir=base_dir)
+  runner = registry.create_runner(base_dir=base_dir)
   print(f"jax backend: {jax.default_backend()}, {os.cpu_count()} CPUs; "
         f"{runner.env_name}, n = {args.updates_per_step:g}, base_dir {base_dir}", flush=True)
 

@@ -1,4 +1,4 @@
-r"""The four small-scale claims of issue 3, offline on the quickstart's MinAtar data.
+r"""The four small-scale offline claims (Lp, DR3, targets, activation), offline on the quickstart's MinAtar data.
 
   python experiments/offline_claims.py                      # all claims, 3 seeds
   python experiments/offline_claims.py --claims lp dr3 --seeds 0 1
@@ -17,7 +17,7 @@ FQE evaluates the greedy policy of the same seed's DQN run (its last checkpoint)
 the dqn variant runs first. Runs live in --out/<variant>/seed_<k>; rerunning resumes
 or skips finished runs. Writes a figure (curves, mean and min-max over seeds) and a
 markdown table with per-seed outcomes. This is an experiment, not a test: it takes
-~10-30 minutes on 2 CPU cores and its numbers go in the issue's closing note.
+~10-30 minutes on 2 CPU cores; its table is docs/offline_claims.md.
 """
 import argparse
 import logging
@@ -27,12 +27,11 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from batch_rl import config as config_lib
+from batch_rl.runners import registry
+from batch_rl import summary_writer
 
-from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
-from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top,wrong-import-position
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Bindings on top of gin_configs/quickstart.gin, per variant.
 VARIANTS = {
@@ -112,7 +111,7 @@ def train(args, variant, seed):
       f"load_fixed_replay.data_fraction = {args.data_fraction}",
   ]
   config_lib.parse_gin([os.path.join(REPO, "gin_configs", "quickstart.gin")], bindings)
-  run_experiment.create_runner(base_dir=run_dir(args, variant, seed)).run()
+  registry.create_runner(base_dir=run_dir(args, variant, seed)).run()
 
 
 def final_value(scalars, tag, count):

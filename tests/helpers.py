@@ -39,3 +39,7 @@ def random_transitions(seed=0, batch_size=8, state_shape=(10, 10, 4, 1), num_act
       terminal=jnp.asarray(terminal),
       discount=jnp.asarray(0.99 * (1 - terminal), jnp.float32),
       index=jnp.arange(batch_size, dtype=jnp.int32))
+
+# Wall-clock limit of the tests' subprocesses: there to end a hung process, never to
+# judge speed (a loaded 2-core machine can be ten times slower than a quiet one).
+SUBPROCESS_TIMEOUT = 3600

@@ -17,7 +17,8 @@ from nbclient import NotebookClient
 
 from analysis import loading
 from batch_rl import config as config_lib
-from batch_rl import quickstart
+from tests import helpers
+from batch_rl.datasets import quickstart
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "analysis", "notebooks", "*.ipynb")))
@@ -47,14 +48,14 @@ def bindings(replay_dir, seed, lp):
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
-  from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import offline, registry  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("analysis")
   replay_dir = str(root / "data" / "breakout" / "1" / "replay_logs")
   quickstart.log_behaviour_policy(replay_dir, num_checkpoints=2, capacity=1500, seed=0)
   for lp in (False, True):
     for seed in (0, 1):
       config_lib.parse_gin([], bindings(replay_dir, seed, lp))
-      run_experiment.FixedReplayRunner(
+      offline.FixedReplayRunner(
           base_dir=str(root / "runs" / ("dqn_lp" if lp else "dqn") / f"seed{seed}")).run()
       gin.clear_config()
   return root
@@ -91,7 +92,7 @@ def test_notebook_executes_and_writes_pngs(path, sweep_dir, tmp_path):
               if "parameters" in c.metadata.get("tags", [])]
   notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
       f"LOGDIR = {str(sweep_dir / 'runs')!r}\nOUT = {str(tmp_path)!r}\nREPS = 200"))
-  NotebookClient(notebook, timeout=300, kernel_name="python3",
+  NotebookClient(notebook, timeout=helpers.SUBPROCESS_TIMEOUT, kernel_name="python3",
                  resources={"metadata": {"path": os.path.dirname(path)}}).execute()
   name = os.path.splitext(os.path.basename(path))[0]
   for png in EXPECTED_PNGS[name]:
@@ -105,7 +106,7 @@ def test_every_notebook_is_checked():
 
 def report(*args):
   return subprocess.run([sys.executable, "-m", "analysis.report", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300, env=os.environ)
+                        capture_output=True, text=True, timeout=helpers.SUBPROCESS_TIMEOUT, env=os.environ)
 
 
 def test_report_cli_writes_every_figure(sweep_dir, tmp_path):

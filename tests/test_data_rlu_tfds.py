@@ -17,8 +17,8 @@ from dopamine.tf.replay_memory import circular_replay_buffer  # noqa: E402
 from tensorflow_datasets.rl_unplugged.rlu_atari_checkpoints_ordered import \
     rlu_atari_checkpoints_ordered as rlu_ordered  # noqa: E402
 
-from batch_rl.replay import fixed_replay  # noqa: E402
-from batch_rl.replay import rlu_tfds  # noqa: E402
+from batch_rl.datasets import fixed_replay  # noqa: E402
+from batch_rl.datasets import rlu_tfds  # noqa: E402
 from batch_rl.replay import sampler  # noqa: E402
 from batch_rl.tf_utils import tensorflow  # noqa: E402
 
@@ -188,7 +188,7 @@ def assert_same_transitions(a, b, stack_size=4):
 
 
 def test_converted_store_loads_as_the_tfds_backend(data_dir, tmp_path):
-  from batch_rl.replay import store
+  from batch_rl.datasets import store
   out = store.convert_tfds(NAME, data_dir, str(tmp_path / "store"))
   assert out.suffixes == (0, 1) and out.stack_size == 4
   assert out.source == f"tfds:{data_dir}/{NAME}"
@@ -223,7 +223,7 @@ def test_converted_store_loads_as_the_tfds_backend(data_dir, tmp_path):
 
 
 def test_convert_cli_tfds_form(data_dir, tmp_path, capsys):
-  from batch_rl.data import __main__ as cli
+  from batch_rl.datasets import cli
   target = str(tmp_path / "s")
   assert cli.main(["convert", "--tfds_name", NAME, "--tfds_data_dir", data_dir,
                    "--suffixes", "1", target]) == 0
@@ -243,8 +243,8 @@ def test_convert_cli_tfds_form(data_dir, tmp_path, capsys):
 
 
 def test_convert_bad_tfds_name_says_what_the_loader_says(data_dir, tmp_path, capsys):
-  from batch_rl.data import __main__ as cli
-  from batch_rl.replay import store
+  from batch_rl.datasets import cli
+  from batch_rl.datasets import store
   for name, directory in (("rlu_atari_nope/Pong_run_1", data_dir),
                           ("rlu_atari_checkpoints_ordered/Pong_run_9", data_dir),
                           (NAME, str(tmp_path / "empty"))):
@@ -265,7 +265,7 @@ def test_convert_bad_tfds_name_says_what_the_loader_says(data_dir, tmp_path, cap
 
 
 def test_convert_tfds_checks_free_space_before_decoding(data_dir, tmp_path, monkeypatch):
-  from batch_rl.replay import store
+  from batch_rl.datasets import store
   monkeypatch.setattr(store, "free_bytes", lambda path: 1000)
   decoded = []
   monkeypatch.setattr(rlu_tfds, "iter_checkpoint", lambda *a: decoded.append(a) or iter(()))

@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from batch_rl.data import __main__ as cli
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay import fixed_replay
-from batch_rl.replay import store
+from batch_rl.datasets import cli
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import fixed_replay
+from batch_rl.datasets import store
 from tests.test_data_subsampling import CAPACITY, EPISODES, write_tagged
 
 

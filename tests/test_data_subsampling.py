@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from dopamine.tf.replay_memory import circular_replay_buffer
 
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay import fixed_replay
-from batch_rl.replay import subsampling
-from batch_rl.replay.replay_logger import ReplayLogger
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import fixed_replay
+from batch_rl.datasets import subsampling
+from batch_rl.datasets.replay_logger import ReplayLogger
 
 FRAME = (3, 3)
 

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from batch_rl import data as data_tools
-from batch_rl.data import __main__ as cli
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay import fixed_replay
-from batch_rl.replay import subsampling
-from batch_rl.replay import verify
+from batch_rl.datasets import subset as data_tools
+from batch_rl.datasets import cli
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import fixed_replay
+from batch_rl.datasets import subsampling
+from batch_rl.datasets import verify
 from tests.test_data_subsampling import CAPACITY, EPISODES, dopamine_valid, write_tagged
 
 

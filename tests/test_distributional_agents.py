@@ -300,7 +300,7 @@ def test_one_train_step(make):
                                 gamma=agent.gamma)
   step = jax.jit(learner.make_train_step(agent.loss, agent.optimizer, sample_fn,
                                          agent.target_update_period))
-  new_state, metrics = step(state, make_data())
+  new_state, _, metrics = step(state, make_data())
   assert np.isfinite(float(metrics["Train/Loss"]))
   assert int(new_state.step) == 1
   changed = jax.tree.leaves(jax.tree.map(

@@ -1,4 +1,4 @@
-"""Tests for batch_rl.replay.dqn_replay_format against Dopamine's own reader and writer."""
+"""Tests for batch_rl.datasets.dqn_replay_format against Dopamine's own reader and writer."""
 
 import gzip
 import os
@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.datasets import dqn_replay_format as fmt
 
 GENUINE_DIR = "/work/shared/data/dqn_replay/Pong/1/replay_logs"
 # From /work/shared/data/README.md.
@@ -437,7 +437,7 @@ def test_write_validates_before_touching_disk(tmp_path):
 
 
 def test_checkpoints_of_different_capacity_are_refused_by_loader_and_converter(tmp_path):
-  from batch_rl.replay import fixed_replay, store  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import fixed_replay, store  # pylint: disable=g-import-not-at-top
   replay_dir = str(tmp_path / "replay_logs")
   for suffix, capacity in ((0, 50), (1, 60)):
     fmt.write_shard(replay_dir, suffix, observation=np.zeros((capacity, 10, 10), np.uint8),

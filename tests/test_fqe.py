@@ -93,7 +93,7 @@ def test_fqe_trains_a_step_through_the_learner(policy_run):
   state = agent.init(jax.random.PRNGKey(0), STATE_SHAPE)
   batch = helpers.random_transitions()
   step = jax.jit(learner.make_train_step(agent.loss, agent.optimizer, lambda k, d: batch, 5))
-  new_state, metrics = step(state, None)
+  new_state, _, metrics = step(state, None)
   assert np.isfinite(float(metrics["Train/Loss"])) and int(new_state.step) == 1
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from batch_rl import config as config_lib
-from batch_rl import run_experiment
+from batch_rl.runners import offline, registry
 from batch_rl import summary_writer
-from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.datasets import dqn_replay_format as fmt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,10 +38,10 @@ def test_offline_dqn_gin_applies_the_paper_defaults(tmp_path):
   config_lib.parse_gin(
       [os.path.join(REPO, "gin_configs", "offline", "dqn.gin")],
       [f"load_fixed_replay.data_root = '{tmp_path}'"])  # <root>/<Game>/<run>/replay_logs
-  runner = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "run"))
+  runner = offline.FixedReplayRunner(base_dir=str(tmp_path / "run"))
   assert runner.agent.target_update_period == 2000 and runner.agent.batch_size == 32
   assert runner.agent.network.padding == "SAME" and runner.agent.network.hidden_units == 512
-  assert runner.replay.state_shape == (84, 84, 4) and runner.eval_epsilon == 0.001
+  assert runner.replay.state_shape == (84, 84, 4) and runner._evaluate.epsilon == 0.001
   assert (runner.training_steps, runner.evaluation_steps) == (62_500, 125_000)
 
 
@@ -113,7 +113,7 @@ def test_quickstart_gin_builds(tmp_path, monkeypatch):
   monkeypatch.setenv("BATCH_RL_CACHE", str(tmp_path / "cache"))
   config_lib.parse_gin([os.path.join(REPO, "gin_configs", "quickstart.gin")],
                        ["quickstart_dataset.capacity = 2000"])
-  runner = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "run"))
+  runner = offline.FixedReplayRunner(base_dir=str(tmp_path / "run"))
   assert runner.replay.suffixes == (0, 1)
   assert runner.replay.state_shape == (10, 10, 4, 1)
   assert runner.agent.num_actions == 3

@@ -20,21 +20,20 @@ import argparse
 import dataclasses
 import functools
 import os
-import sys
 import time
 
 # One OpenBLAS thread (jaxlib's LAPACK calls: srank's SVD, Lp's eigh); effective when this
 # module is the first to load OpenBLAS (e.g. `pytest tests/test_gridworld_claims_fast.py`).
-# With the default threads on a loaded 2-core CPU these calls are tens of times slower
-# (experiments/gridworld_claims.py, docs/gridworld.md "Lp cost").
+# OpenBLAS's own threads compete with XLA's on a small CPU (docs/gridworld.md, "Lp cost").
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import optax
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from batch_rl.gridworld import env as env_lib  # pylint: disable=g-import-not-at-top
+from batch_rl.agents import regularizer_terms  # pylint: disable=g-import-not-at-top
+from batch_rl.gridworld import data
+from batch_rl.gridworld import env as env_lib
 from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
 
@@ -51,14 +50,15 @@ VARIANTS = {
     "T=200": dataclasses.replace(BASE, gradient_steps=200),
     "supervised": dataclasses.replace(BASE, gradient_steps=20, target=fqi.Target.Q_STAR,
                                       full_batch=True),
-    "T=200 + Lp": dataclasses.replace(BASE, gradient_steps=200, lp_coefficient=1e-3),
+    "T=200 + Lp": dataclasses.replace(BASE, gradient_steps=200, regularizers=(
+        regularizer_terms.LpRegularizer(1e-3, method="gram"),)),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _env():
   env = env_lib.GridworldEnv()
-  return env, fqi.env_arrays(env)
+  return env, data.env_arrays(env)
 
 
 def run_variant(name: str, seeds, iterations: int | None = None,
@@ -129,12 +129,9 @@ def test_b_supervised_keeps_srank(results):
   assert np.mean(sup_drift - t200_drift) > B_DRIFT_VS_T200_MIN
 
 
-# (c) is NOT in this CI test, because of its cost, not its signal. The earlier cost
-# (~75 ms per seed-step) was OpenBLAS threading, not the SVD: with one OpenBLAS thread
-# (set above) T=200 + Lp costs ~0.7 ms per seed-step ("gram" Lp; "svd" ~1.3 ms), but it is
-# one more compiled T = 200 program: K = 10, 3 seeds took 63-65 s with compilation
-# (fast_compile on or off) on the shared 2-core CPU at load average ~13, over this file's
-# 40 s budget for one more variant. The effect IS detectable at K = 10 (measured with
+# (c) is NOT in this CI test, because of its cost, not its signal: it is one more compiled
+# T = 200 program, about a minute more for this file on a small CPU (docs/gridworld.md,
+# "Lp cost"). The effect IS detectable at K = 10 (measured with
 # `--seeds=8 --only="T=200,T=200 + Lp"`, 2026-11-22, per-seed paired differences):
 #   srank(T=200 + Lp) - srank(T=200), final window: +6.97, sd 2.77, se3 1.60
 #     (per seed 8.2 7.0 3.8 1.6 9.0 8.8 8.8 8.6) -> a threshold of 6.97 - 3 x 1.60 = 2.2
@@ -143,7 +140,8 @@ def test_b_supervised_keeps_srank(results):
 # to add where a run of ~1 minute more is affordable. Per-seed values are not bit-stable
 # across seed-batch sizes or compile options (3-seed run, seeds 0-2: 36.4 33.8 44.0
 # vs 38.8 34.8 40.6 in the 8-seed run): rounding differences grow over 2,000 steps.
-# The Lp code path (loss = TD + 0.001 Lp, the tag) is tested in test_gridworld_train.py.
+# The Lp code path (loss = TD + 0.001 Lp, the tag) is tested in test_gridworld_fqi.py and
+# test_gridworld_train.py.
 
 
 def main():

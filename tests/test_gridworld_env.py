@@ -1,5 +1,5 @@
 """Gridworld generator and exact solvers against the spec's reference values and a
-brute-force check on a tiny grid (spec /work/shared/specs/gridworld.md sections 1-3)."""
+brute-force check on a tiny grid (the gridworld spec, sections 1-3)."""
 import itertools
 
 import numpy as np

@@ -1,18 +1,20 @@
-"""Neural FQI on the gridworld: buffer, targets, supervised and online programs, models.
+"""Neural FQI on the gridworld: buffer, targets, loss, supervised and online programs, models.
 
 The offline program (vmapped seeds, dataset rollouts, metrics) is run and checked through
 the runner in tests/test_gridworld_train.py; each compiled program costs a compile, so
 the programs here are the ones that path does not run (full-batch supervised, online with
-re-initialisation) and the targets of the other variants are checked without training.
+re-initialisation) and the targets of the other variants are checked without training. The
+loss with the shared regulariser terms is checked against the penalties written out.
 """
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from batch_rl import regularizers
+from batch_rl.agents import regularizer_terms
+from batch_rl.gridworld import data
 from batch_rl.gridworld import env as env_lib
 from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
@@ -23,11 +25,11 @@ from batch_rl.gridworld import tabular
 def small():
   """A 6x6 grid: same code paths as 16x16, faster."""
   e = env_lib.GridworldEnv(width=6, height=6, horizon=10)
-  return e, fqi.env_arrays(e)
+  return e, data.env_arrays(e)
 
 
 def test_buffer_is_fifo():
-  b = fqi.Buffer.empty(4)
+  b = data.Buffer.empty(4)
   b = b.add(jnp.array([1, 2, 3]), jnp.array([0, 0, 0]), jnp.array([1, 2, 3]), jnp.zeros(3))
   b = b.add(jnp.array([4, 5]), jnp.array([1, 1]), jnp.array([4, 5]), jnp.zeros(2))
   # Capacity 4, five added: the oldest (1) was overwritten by 5 in slot 0.
@@ -120,3 +122,96 @@ def test_targets_match_the_float64_solvers(small, target):
     np.testing.assert_array_equal(y, g)
   else:
     np.testing.assert_allclose(y, ref[s, a], rtol=1e-4, atol=1e-3)
+
+
+def _minibatch(e, model, key=0, n=32):
+  ks, ka, k2, ky, kp = jax.random.split(jax.random.PRNGKey(key), 5)
+  s = jax.random.randint(ks, (n,), 0, e.num_states)
+  a = jax.random.randint(ka, (n,), 0, e.num_actions)
+  s2 = jax.random.randint(k2, (n,), 0, e.num_states)
+  y = jax.random.normal(ky, (n,))
+  return model.init(kp), s, a, s2, y
+
+
+def _reference_loss(model, penalty):
+  """TD + penalty(q_values [B, A], phi, phi_next, a) written out, without the terms."""
+  def loss(params, s, a, s2, y):
+    q_values, phi = model.q_values_and_features(params, s, a)
+    q = q_values[jnp.arange(a.shape[0]), a]
+    _, phi_next = model.q_and_features(params, s2, a)
+    return jnp.mean((q - y) ** 2) + penalty(q_values, phi, phi_next, a)
+  return loss
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "deep_linear"])
+@pytest.mark.parametrize("term, tag, penalty", [
+    (regularizer_terms.LpRegularizer(0.001, method="gram"), "Train/LpPenalty",
+     lambda q, phi, phi2, a: 0.001 * regularizers.lp_penalty(phi, method="gram")),
+    (regularizer_terms.DR3Regularizer(0.001, variant="paper"), "Train/DR3",
+     lambda q, phi, phi2, a: 0.001 * jnp.mean(jnp.sum(phi * phi2, axis=-1))),
+    (regularizer_terms.CQLRegularizer(0.5), "Train/CQLLoss",
+     lambda q, phi, phi2, a: 0.5 * jnp.mean(jax.nn.logsumexp(q, axis=-1)
+                                            - q[jnp.arange(a.shape[0]), a])),
+], ids=["lp", "dr3", "cql"])
+def test_loss_with_a_term_is_td_plus_its_penalty(small, model_name, term, tag, penalty):
+  """The FQI loss through the shared terms equals TD + c * penalty computed directly
+  (value and gradient); DR3 pairs s' with the minibatch's own action, as before."""
+  e, _ = small
+  if model_name == "mlp":
+    model = networks.mlp_model(e.features, e.num_actions)
+  else:
+    model = networks.deep_linear_model(e.features, e.num_actions)
+  params, s, a, s2, y = _minibatch(e, model)
+  loss_fn = fqi.make_loss(fqi.FQIConfig(regularizers=(term,)), model)
+  (value, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      params, s, a, s2, y, jax.random.PRNGKey(1))
+  reference = _reference_loss(model, penalty)
+  ref_value, ref_grads = jax.value_and_grad(reference)(params, s, a, s2, y)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  np.testing.assert_allclose(metrics["Train/Loss"], value, rtol=0)
+  td = jnp.mean((model.q_and_features(params, s, a)[0] - y) ** 2)
+  np.testing.assert_allclose(metrics["Gridworld/TDLoss"], td, rtol=1e-6)
+  np.testing.assert_allclose(value - metrics["Gridworld/TDLoss"],
+                             term.coefficient * metrics[tag], rtol=1e-4, atol=1e-7)
+  for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_without_terms_is_td_and_needs_no_key(small):
+  e, _ = small
+  model = networks.mlp_model(e.features, e.num_actions)
+  params, s, a, s2, y = _minibatch(e, model)
+  value, metrics = fqi.make_loss(fqi.FQIConfig(), model)(params, s, a, s2, y)
+  q, _ = model.q_and_features(params, s, a)
+  np.testing.assert_allclose(value, jnp.mean((q - y) ** 2), rtol=1e-6)
+  assert sorted(metrics) == ["Gridworld/TDLoss", "Train/Loss"]
+
+
+def test_phi_next_is_computed_only_for_terms_that_need_it(small):
+  e, _ = small
+  model = networks.mlp_model(e.features, e.num_actions)
+  seen = []
+
+  class Probe:
+    needs_next_representation = False
+
+    def __call__(self, inputs, key):
+      seen.append(inputs)
+      return jnp.zeros(()), {}
+
+  params, s, a, s2, y = _minibatch(e, model)
+  fqi.make_loss(fqi.FQIConfig(regularizers=(Probe(),)), model)(params, s, a, s2, y, None)
+  inputs = seen[-1]
+  assert inputs.phi_next is None and inputs.q_values.shape == (32, e.num_actions)
+  assert not np.asarray(inputs.terminal).any()
+  np.testing.assert_array_equal(inputs.next_action, a)
+
+
+@pytest.mark.parametrize("term", [regularizer_terms.CURLRegularizer(),
+                                  regularizer_terms.VIBRegularizer()],
+                         ids=lambda t: type(t).__name__)
+def test_terms_needing_network_options_are_rejected(small, term):
+  e, _ = small
+  model = networks.mlp_model(e.features, e.num_actions)
+  with pytest.raises(ValueError, match=type(term).__name__ + " needs network options"):
+    fqi.make_program(fqi.FQIConfig(regularizers=(term,)), model, optax.adam(1e-3))

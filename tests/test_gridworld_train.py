@@ -2,12 +2,12 @@
 
 Every gin file is parsed and built into a runner whose settings are checked against the
 file; three representative ones also run (offline FQI with two seeds, T=200 with both the
-Lp and the DR3 penalty in one program, the deep linear network) and write their tags.
+Lp and the DR3 term in one program, the deep linear network) and write their tags.
 Each run is one compiled program, and compilation dominates a test of a few iterations,
 so the other variants' training code paths are run by tests/test_gridworld_fqi.py
 (supervised, online + re-initialisation) and their targets are checked there against the
 float64 solvers (oracle, FQE, MC): rerunning every file would cost a compile each.
-Bad input gives clear messages.
+Bad input, and the flat coefficients the regulariser terms replaced, give clear messages.
 """
 import glob
 import os
@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from batch_rl import config as config_lib
-from batch_rl import run_experiment
+from batch_rl import regularizers
 from batch_rl import summary_writer
+from batch_rl.runners import common, registry
 from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
 from batch_rl.gridworld import tabular
@@ -37,13 +38,17 @@ TAGS = ("Rank/srank", "Train/Loss", "Train/TDError", "Eval/AverageReturn",
         "Gridworld/srank_all_states", "Gridworld/stable_rank", "Gridworld/QError_mean",
         "Gridworld/NormalizedReturn")
 
+LP = (("LpRegularizer", {"coefficient": 1e-3, "method": "gram"}),)
+DR3 = (("DR3Regularizer", {"coefficient": 1e-3, "config": regularizers.DR3_PAPER}),)
+
 # What each file sets (on top of base.gin: offline soft FQI, T = 10, MLP, smooth features).
+# `regularizers`: (class name, attributes) of each term.
 EXPECTED = {
     "deep_linear.gin": dict(gradient_steps=10, full_batch=True, log_every=10),
-    "dr3.gin": dict(gradient_steps=200, dr3_coefficient=1e-3),
+    "dr3.gin": dict(gradient_steps=200, regularizers=DR3),
     "fqi_t10.gin": dict(gradient_steps=10),
     "fqi_t200.gin": dict(gradient_steps=200),
-    "lp.gin": dict(gradient_steps=200, lp_coefficient=1e-3),
+    "lp.gin": dict(gradient_steps=200, regularizers=LP),
     "onehot.gin": dict(gradient_steps=200),
     "online_n10.gin": dict(gradient_steps=10, env_steps_per_iteration=1),
     "online_n200.gin": dict(gradient_steps=200, env_steps_per_iteration=1),
@@ -54,7 +59,7 @@ EXPECTED = {
     "supervised.gin": dict(gradient_steps=20, target=fqi.Target.Q_STAR, full_batch=True),
 }
 DEFAULTS = dict(target=fqi.Target.SOFT_Q, full_batch=False, reinitialize=False,
-                lp_coefficient=0.0, dr3_coefficient=0.0, env_steps_per_iteration=0,
+                regularizers=(), env_steps_per_iteration=0,
                 log_every=1, batch_size=128, buffer_capacity=10_000, dataset_episodes=200)
 
 
@@ -67,7 +72,14 @@ def _clear_gin():
 def _runner(path, bindings, base_dir):
   gin.clear_config()
   config_lib.parse_gin([path], bindings)
-  return run_experiment.create_runner(base_dir=str(base_dir))
+  return registry.create_runner(base_dir=str(base_dir))
+
+
+def _setting(config, key):
+  value = getattr(config, key)
+  if key == "regularizers":
+    return tuple((type(term).__name__, vars(term)) for term in value)
+  return value
 
 
 def test_every_gin_file_is_covered():
@@ -79,7 +91,7 @@ def test_gin_file_builds_its_variant(path, tmp_path):
   runner = _runner(path, SMALL, tmp_path / "run")
   name = os.path.basename(path)
   for key, value in {**DEFAULTS, **EXPECTED[name]}.items():
-    assert getattr(runner.config, key) == value, (name, key)
+    assert _setting(runner.config, key) == value, (name, key)
   assert runner.num_iterations == 500 and runner.seeds == (3,)
   assert runner.model.eig_features == (name == "deep_linear.gin")
   feats = runner.env.features
@@ -90,6 +102,23 @@ def test_gin_file_builds_its_variant(path, tmp_path):
     assert feats.shape == (36, 16)
   assert runner.describe()
   assert not (tmp_path / "run").exists()  # nothing written before run()
+
+
+@pytest.mark.parametrize("name, term, settings", [
+    ("lp.gin", "LpRegularizer", {"coefficient": 1e-3, "method": "svd"}),
+    ("dr3.gin", "DR3Regularizer", {"coefficient": 0.1, "config": regularizers.DR3_PAPER}),
+    ("cql.gin", "CQLRegularizer", None),  # its values are that file's business
+])
+def test_shared_regulariser_files_stack_on_a_gridworld_file(name, term, settings, tmp_path):
+  """gin_configs/regularizers/<name> after a gridworld file adds its term to the FQI loss."""
+  gin.clear_config()
+  config_lib.parse_gin([os.path.join(GIN_DIR, "fqi_t10.gin"),
+                        os.path.join(REPO, "gin_configs", "regularizers", name)], SMALL)
+  runner = registry.create_runner(base_dir=str(tmp_path / "run"))
+  ((got_term, got_settings),) = _setting(runner.config, "regularizers")
+  assert got_term == term
+  if settings is not None:
+    assert got_settings == settings
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +192,13 @@ def test_dataset_rollouts_follow_the_mdp(offline_run):
 
 
 def test_penalties_run_and_write_tags(tmp_path):
-  """lp.gin with DR3 added: both penalties' code paths in one compiled program."""
+  """lp.gin (Lp bound by name) with the runner's own DR3 term: both in one program."""
   runner = _runner(os.path.join(GIN_DIR, "lp.gin"),
-                   TINY + ["GridworldRunner.dr3_coefficient = 0.001"], tmp_path)
+                   TINY + ["GridworldRunner.regularizers = [@DR3Regularizer()]",
+                           "DR3Regularizer.coefficient = 0.001"], tmp_path)
+  # The runner's own terms first, then those bound by name.
+  assert [type(t).__name__ for t in runner.config.regularizers] == [
+      "DR3Regularizer", "LpRegularizer"]
   m = runner.run()
   scalars = summary_writer.read_scalars(str(tmp_path / "seed_3"))
   for tag in TAGS + ("Train/LpPenalty", "Train/DR3"):
@@ -196,11 +229,39 @@ def test_deep_linear_runs_and_logs_eigen_rank(tmp_path):
     ("GridworldEnv.feature_dim = 0", r"`GridworldEnv\.feature_dim` must be >= 1"),
     ("GridworldEnv.wall_fraction = 0.7", r"`GridworldEnv\.wall_fraction`"),
     ("GridworldRunner.target = 'td3'", r"`GridworldRunner\.target` must be one of"),
-    ("GridworldRunner.lp_coefficient = -1.0", r"GridworldRunner\.lp_coefficient"),
+    ("GridworldRunner.full_batch = True\nregularization.dr3 = @DR3Regularizer()",
+     r"`GridworldRunner\.full_batch` .* phi\(s'\) \(DR3\)"),
+    ("regularization.vib = @VIBRegularizer()", r"VIBRegularizer needs network options"),
 ])
 def test_bad_input_is_a_config_error_before_writing(binding, message, tmp_path):
   config_lib.parse_gin([os.path.join(GIN_DIR, "fqi_t10.gin")], [binding])
   out = tmp_path / "run"
-  with pytest.raises(run_experiment.ConfigError, match=message):
-    run_experiment.create_runner(base_dir=str(out))
+  with pytest.raises(common.ConfigError, match=message):
+    registry.create_runner(base_dir=str(out))
+  assert not out.exists()
+
+
+def test_bad_term_setting_names_its_binding(tmp_path):
+  config_lib.parse_gin([os.path.join(GIN_DIR, "lp.gin")], ["LpRegularizer.coefficient = -1.0"])
+  out = tmp_path / "run"
+  with pytest.raises(ValueError, match=r"LpRegularizer\.coefficient must be >= 0"):
+    registry.create_runner(base_dir=str(out))
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("GridworldRunner.lp_coefficient = 0.001",
+     r"`GridworldRunner\.lp_coefficient` was replaced .* bind `regularization\.lp = "
+     r"@LpRegularizer\(\)` with `LpRegularizer\.coefficient = 0\.001` and "
+     r"`LpRegularizer\.method = 'gram'` \(gin_configs/regularizers/lp\.gin"),
+    ("GridworldRunner.dr3_coefficient = 0.0",
+     r"`GridworldRunner\.dr3_coefficient` was replaced .* bind `regularization\.dr3 = "
+     r"@DR3Regularizer\(\)` with `DR3Regularizer\.coefficient = 0\.0` and "
+     r"`DR3Regularizer\.variant = 'paper'` \(gin_configs/regularizers/dr3\.gin"),
+])
+def test_replaced_coefficients_say_what_to_bind(binding, message, tmp_path):
+  config_lib.parse_gin([os.path.join(GIN_DIR, "fqi_t10.gin")], [binding])
+  out = tmp_path / "run"
+  with pytest.raises(common.ConfigError, match=message):
+    registry.create_runner(base_dir=str(out))
   assert not out.exists()

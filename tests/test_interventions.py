@@ -255,7 +255,7 @@ def test_sam_step_matches_numpy_two_gradient_update():
                                      jax.random.PRNGKey(0))
     step = jax.jit(learner.make_train_step(loss_fn, optimizer, lambda k, d: None, 100))
     for _ in range(steps):
-      state, _ = step(state, None)
+      state, _, _ = step(state, None)
     return np.asarray(state.params["w"], np.float64)
 
   w = w0.copy()
@@ -277,7 +277,7 @@ def test_sam_wraps_adam_and_trains_a_dqn_step():
   state = agent.init(jax.random.PRNGKey(0), STATE_SHAPE)
   batch = helpers.random_transitions()
   step = jax.jit(learner.make_train_step(agent.loss, agent.optimizer, lambda k, d: batch, 10))
-  new_state, metrics = step(state, None)
+  new_state, _, metrics = step(state, None)
   assert np.isfinite(float(metrics["Train/Loss"]))
   moved = [float(jnp.abs(a - b).max()) for a, b in
            zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params))]

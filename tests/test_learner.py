@@ -94,7 +94,7 @@ def run_single_steps(n, target_update_period=3, data_seed=0):
   state = initial_state(agent)
   states, metrics = [state], []
   for _ in range(n):
-    state, m = step(state, data)
+    state, _, m = step(state, data)
     states.append(state)
     metrics.append(m)
   return states, metrics
@@ -168,7 +168,7 @@ def test_one_update_changes_every_leaf_by_adams_first_step():
   agent, _, step = setup(3)
   data = make_data(0, valid=[5] * 15)
   state0 = initial_state(agent)
-  state1, _ = step(state0, data)
+  state1, _, _ = step(state0, data)
 
   batch = sampler.gather_transitions(data, jnp.full((BATCH,), 5, jnp.int32), stack_size=1,
                                      gamma=0.99)
@@ -319,12 +319,12 @@ def test_seeds_give_distinct_and_reproducible_params_and_batches():
   # Init key and training rng are not the same key.
   assert np.any(np.asarray(s0.rng) != np.asarray(jax.random.PRNGKey(0)))
 
-  (a1, ma1), (b1, mb1), (_, mc1) = (step(s, data) for s in (s0, s0_again, s1))
+  (a1, _, ma1), (b1, _, mb1), (_, _, mc1) = (step(s, data) for s in (s0, s0_again, s1))
   idx0, idx0_again, idx1 = (np.asarray(m["index"]) for m in (ma1, mb1, mc1))
   np.testing.assert_array_equal(idx0, idx0_again)
   assert np.all(np.isin(idx0, np.arange(15)))
   assert np.any(idx0 != idx1), "seeds 0 and 1 drew the same first minibatch"
   # Successive steps draw new minibatches (the rng advances).
-  _, ma2 = step(a1, data)
+  _, _, ma2 = step(a1, data)
   assert np.any(np.asarray(ma2["index"]) != idx0)
   np.testing.assert_array_equal(np.asarray(a1.rng), np.asarray(b1.rng))

@@ -11,10 +11,10 @@ from dopamine.tf.replay_memory import circular_replay_buffer
 
 from batch_rl import checkpointing
 from batch_rl import config as config_lib
-from batch_rl import online_runner
-from batch_rl import run_experiment
+from batch_rl.runners import common, offline, online, registry
 from batch_rl import summary_writer
-from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.datasets import dqn_replay_format as fmt
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +27,7 @@ def clear_gin():
 
 @pytest.mark.parametrize("n", [0.25, 0.5, 1, 1.5, 8])
 def test_updates_per_step_schedule(n):
-  counts = [online_runner.updates_at_step(t, n) for t in range(1000)]
+  counts = [online.updates_at_step(t, n) for t in range(1000)]
   assert sum(counts) == math.floor(n * 1000)
   if n == 0.25:  # Dopamine's update_period 4: one update every 4th step
     assert np.flatnonzero(counts).tolist() == list(range(3, 1000, 4))
@@ -39,7 +39,7 @@ def test_updates_per_step_schedule(n):
 
 def test_epsilon_schedule_hand_worked():
   # Dopamine's linearly_decaying_epsilon(decay_period=100, step, warmup_steps=10, 0.01).
-  eps = lambda step: online_runner.linearly_decaying_epsilon(100, step, 10, 0.01)
+  eps = lambda step: online.linearly_decaying_epsilon(100, step, 10, 0.01)
   assert eps(0) == eps(10) == 1.0               # warmup: bonus clipped to 1 - 0.01
   assert eps(60) == pytest.approx(0.01 + 0.99 * 0.5)
   assert eps(85) == pytest.approx(0.01 + 0.99 * 0.25)
@@ -59,14 +59,14 @@ def make_runner(base_dir, extra=(), **overrides):
   """The MinAtar online runner at test scale; `extra`: gin bindings applied last."""
   config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")],
                        small_bindings(extra=extra, **overrides))
-  return run_experiment.create_runner(base_dir=str(base_dir))
+  return registry.create_runner(base_dir=str(base_dir))
 
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
   base = tmp_path_factory.mktemp("online") / "run"
   runner = make_runner(base, log_dataset=True)
-  assert isinstance(runner, online_runner.OnlineRunner)
+  assert isinstance(runner, online.OnlineRunner)
   runner.run()
   gin.clear_config()
   return base, runner
@@ -112,7 +112,7 @@ def test_logged_dataset_is_read_by_dopamine_and_trains_offline(logged_run, tmp_p
       "FixedReplayRunner.diagnostics_batch_size = 32",
       "MinAtarEnvironment.minimal_action_set = True",
       "DQNAgent.network = @MinAtarDQNNetwork"])
-  metrics = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "offline")).run()
+  metrics = offline.FixedReplayRunner(base_dir=str(tmp_path / "offline")).run()
   assert np.isfinite(metrics["Train/Loss"]) and metrics["Rank/srank"] >= 1
 
 
@@ -157,20 +157,20 @@ def test_train_py_reports_bad_input_before_starting(tmp_path):
       [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={tmp_path / 'never'}",
        "--gin_files=gin_configs/online/minatar_dqn.gin",
        "--gin_bindings=OnlineRunner.updates_per_step = 0"],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-  assert result.returncode == 1
-  # The message, then gin's "In call to configurable ..." context lines.
+      cwd=REPO, capture_output=True, text=True, timeout=helpers.SUBPROCESS_TIMEOUT, check=False)
+  assert result.returncode == 2  # input errors exit 2
+  # One paragraph: the message (gin's "In call to configurable" context lines removed).
   assert ("error: `OnlineRunner.updates_per_step` must be > 0 (e.g. 0.25, 1, 8), got 0."
           in result.stderr.splitlines())
   assert "Traceback" not in result.stderr
+  assert "In call to configurable" not in result.stderr
   assert not (tmp_path / "never").exists()
 
 
 def test_an_online_run_refuses_to_resume(logged_run):
   base, _ = logged_run
-  runner = make_runner(base)
-  with pytest.raises(run_experiment.ConfigError, match="do not resume"):
-    runner.run()
+  with pytest.raises(common.ConfigError, match="do not resume"):
+    make_runner(base)
 
 
 def test_tandem_active_is_the_solo_run_and_the_passive_learns_the_same_batches(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from dopamine.tf.replay_memory import sum_tree as dopamine_sum_tree
 
 from batch_rl import config as config_lib
-from batch_rl import run_experiment
+from batch_rl.runners import common, offline, registry
 from batch_rl import summary_writer
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
@@ -117,16 +117,24 @@ def test_sampling_follows_priorities_and_weights_match_numpy():
 
 def test_weighted_dqn_loss_and_per_sample_losses():
   agent = dqn.DQNAgent(3, network=networks.MinAtarDQNNetwork)
-  online = helpers.random_params(agent, 0, (10, 10, 4, 1))
+  state = agent.init(jax.random.PRNGKey(0), (10, 10, 4, 1))
   batch = helpers.random_transitions(batch_size=8)
-  plain_loss, plain_metrics = agent.loss(online, online, batch, jax.random.PRNGKey(0))
-  assert learner.PER_SAMPLE_LOSS not in plain_metrics
+  key = jax.random.PRNGKey(0)
+  plain_loss, _ = agent.loss(state.params, state.params, batch, key)
   weight = jnp.linspace(0.1, 1.0, 8)
-  loss, metrics = agent.loss(online, online, batch._replace(weight=weight),
-                             jax.random.PRNGKey(0))
-  per_sample = np.asarray(metrics[learner.PER_SAMPLE_LOSS])
-  np.testing.assert_allclose(per_sample.mean(), plain_loss, rtol=1e-5)
-  np.testing.assert_allclose(loss, np.mean(np.asarray(weight) * per_sample), rtol=1e-5)
+  weighted = batch._replace(weight=weight)
+  loss, _ = agent.loss(state.params, state.params, weighted, key)
+  # The prioritized update's per-sample losses (d loss / d weight * B), against the
+  # loss of each transition alone.
+  update = learner.make_update(agent.loss, agent.optimizer, agent.target_update_period)
+  state = state.replace(target_params=state.params)
+  _, _, per_sample = update(state, weighted, key, key, with_per_sample=True)
+  alone = [float(agent.loss(state.params, state.params,
+                            jax.tree.map(lambda x, i=i: x[i:i + 1], batch), key)[0])
+           for i in range(8)]
+  np.testing.assert_allclose(per_sample, alone, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.mean(alone), plain_loss, rtol=1e-5)
+  np.testing.assert_allclose(loss, np.mean(np.asarray(weight) * np.asarray(alone)), rtol=1e-5)
 
 
 @pytest.fixture
@@ -144,7 +152,7 @@ def test_online_rainbow_on_minatar_updates_priorities(tmp_path, clear_gin):
       "OnlineRunner.evaluation_steps = 20", "OnlineRunner.min_replay_history = 40",
       "OnlineRunner.replay_capacity = 100", "OnlineRunner.updates_per_step = 1",
       "OnlineRunner.diagnostics_batch_size = 32", "C51Agent.batch_size = 8"])
-  runner = run_experiment.create_runner(base_dir=str(tmp_path / "run"))
+  runner = registry.create_runner(base_dir=str(tmp_path / "run"))
   assert runner.prioritized_replay and runner.agent.update_horizon == 3
   metrics = runner.run()
   assert metrics["Train/GradientSteps"] == 80 and np.isfinite(metrics["Train/Loss"])
@@ -157,5 +165,5 @@ def test_prioritized_replay_needs_a_weighting_agent(tmp_path, clear_gin):
       "OnlineRunner.agent_fn = @BCAgent", "BCAgent.network = @MinAtarDQNNetwork",
       "OnlineRunner.prioritized_replay = True", "OnlineRunner.replay_capacity = 100",
       "OnlineRunner.min_replay_history = 10", "MinAtarEnvironment.minimal_action_set = True"])
-  with pytest.raises(run_experiment.ConfigError, match="prioritized_replay"):
-    run_experiment.create_runner(base_dir=str(tmp_path / "never"))
+  with pytest.raises(common.ConfigError, match="prioritized_replay"):
+    registry.create_runner(base_dir=str(tmp_path / "never"))

@@ -229,7 +229,7 @@ def test_one_learner_step_runs(kind):
   state = learner.init_train_state(params, agent.optimizer, jax.random.PRNGKey(0))
   step = jax.jit(learner.make_train_step(agent.loss, agent.optimizer, sample,
                                          agent.target_update_period))
-  new_state, metrics = step(state, data)
+  new_state, _, metrics = step(state, data)
   assert np.isfinite(float(metrics["Train/Loss"]))
   assert int(new_state.step) == 1
   moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new_state.params, params)

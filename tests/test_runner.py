@@ -13,7 +13,7 @@ import pytest
 
 from batch_rl import checkpointing
 from batch_rl import config as config_lib
-from batch_rl import quickstart
+from batch_rl.datasets import quickstart
 from batch_rl import summary_writer
 from tests import helpers
 
@@ -58,9 +58,9 @@ def clear_gin():
 
 
 def run(base_dir, bindings):
-  from batch_rl import run_experiment
+  from batch_rl.runners import offline, registry
   config_lib.parse_gin([], bindings)
-  return run_experiment.FixedReplayRunner(base_dir=str(base_dir)).run()
+  return offline.FixedReplayRunner(base_dir=str(base_dir)).run()
 
 
 def test_every_iteration_logs_every_tag_once_and_checkpoints(tmp_path, replay_dir):
@@ -115,7 +115,7 @@ def test_events_past_the_last_checkpoint_are_dropped_on_resume(tmp_path, replay_
 def train_cli(tmp_path, *args):
   env = dict(os.environ, BATCH_RL_CACHE=str(tmp_path / "cache"))
   return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args],
-                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+                        capture_output=True, text=True, cwd=REPO, env=env, timeout=helpers.SUBPROCESS_TIMEOUT)
 
 
 def bindings_args(bindings):
@@ -196,10 +196,10 @@ def test_bad_input_fails_before_writing(tmp_path, replay_dir, case, expected):
 def test_diagnostics_match_numpy_on_the_same_batch(tmp_path, replay_dir, backup):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from batch_rl import run_experiment  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import offline, registry  # pylint: disable=g-import-not-at-top
   from batch_rl.replay import sampler  # pylint: disable=g-import-not-at-top
   config_lib.parse_gin([], small_bindings(replay_dir) + [f"DQNAgent.backup = '{backup}'"])
-  runner = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "run"))
+  runner = offline.FixedReplayRunner(base_dir=str(tmp_path / "run"))
   agent, data = runner.agent, runner._data  # pylint: disable=protected-access
   params = helpers.random_params(agent, 0, runner.replay.state_shape)
   target = helpers.random_params(agent, 1, runner.replay.state_shape)

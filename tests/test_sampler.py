@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from dopamine.tf.replay_memory import circular_replay_buffer
 
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay import fixed_replay
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import fixed_replay
 from batch_rl.replay import sampler
-from batch_rl.replay.replay_logger import ReplayLogger
+from batch_rl.datasets.replay_logger import ReplayLogger
 
 GENUINE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "dqn_replay",
                        "Pong", "1", "replay_logs")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from batch_rl import config as config_lib
-from batch_rl import quickstart
+from batch_rl.datasets import quickstart
 from batch_rl import summary_writer
-from batch_rl.replay import fixed_replay
+from batch_rl.datasets import fixed_replay
 from batch_rl.replay import sampler
-from batch_rl.replay import store
-from batch_rl.replay import streaming
+from batch_rl.datasets import store
+from batch_rl.datasets import streaming
 from tests.test_data_subsampling import CAPACITY, EPISODES, write_tagged
 from tests.test_runner import REQUIRED_TAGS, small_bindings
 
@@ -193,9 +193,9 @@ def streaming_bindings(store_path, window=600, **kw):
 
 
 def test_runner_trains_from_a_stream_and_logs_its_tags(tmp_path, minatar_store):
-  from batch_rl import run_experiment
+  from batch_rl.runners import common, offline, registry
   config_lib.parse_gin([], streaming_bindings(minatar_store, num_iterations=2))
-  runner = run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "run"))
+  runner = offline.FixedReplayRunner(base_dir=str(tmp_path / "run"))
   assert runner._data.observation.shape[:2] == (4, runner._stream.slot_capacity)
   metrics = runner.run()
   scalars = summary_writer.read_scalars(str(tmp_path / "run"))
@@ -208,17 +208,17 @@ def test_runner_trains_from_a_stream_and_logs_its_tags(tmp_path, minatar_store):
 
 
 def test_bad_streaming_inputs_fail_with_clear_messages(tagged_store, tmp_path, minatar_store):
-  from batch_rl import run_experiment
+  from batch_rl.runners import common, offline, registry
   with pytest.raises(ValueError, match=r"store_dir.*python -m batch_rl.data convert"):
     fixed_replay.load_fixed_replay(str(tmp_path), stream=True)
   bindings = small_bindings("/nonexistent") + ["FixedReplayRunner.stream_window_transitions = 100"]
   config_lib.parse_gin([], bindings)
   with pytest.raises(ValueError, match=r"python -m batch_rl.data convert"):
-    run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "a"))
+    offline.FixedReplayRunner(base_dir=str(tmp_path / "a"))
   gin.clear_config()
   config_lib.parse_gin([], streaming_bindings(minatar_store, window=10**7))
-  with pytest.raises(run_experiment.ConfigError, match=r"larger than the dataset"):
-    run_experiment.FixedReplayRunner(base_dir=str(tmp_path / "b"))
+  with pytest.raises(common.ConfigError, match=r"larger than the dataset"):
+    offline.FixedReplayRunner(base_dir=str(tmp_path / "b"))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
   replay = load(tagged_store, stream=True)

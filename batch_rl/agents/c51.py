@@ -87,8 +87,7 @@ class C51Agent(common.ValueAgent):
         "Train/QData": jnp.mean(q_data),
     }
     # Prioritized replay (Rainbow) weights the cross-entropies; uniform batches do not.
-    td_loss = learner.weighted_mean(distributional.c51_loss(logits, target_probs), batch,
-                                    metrics)
+    td_loss = learner.weighted_mean(distributional.c51_loss(logits, target_probs), batch)
     loss = self.add_regularizers(td_loss, metrics, params=params,
                                  target_params=target_params, key=regularizer_key,
                                  q_values=online.q_values, online=online,

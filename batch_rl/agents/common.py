@@ -3,7 +3,7 @@
 Agents are not a subclass chain: DQNAgent, C51Agent, QRDQNAgent, MultiHeadDQNAgent
 and BCAgent each compose these functions with their own target and loss.
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +18,34 @@ class RepresentationError(ValueError):
   """The agent's network does not return the penultimate features Phi."""
 
 
+StateSpec = Union[Sequence[int], jax.ShapeDtypeStruct]
+
+
+def state_spec(state_shape: tuple[int, ...], dtype=jnp.uint8) -> StateSpec:
+  """What `init` takes for one agent state of `state_shape` and `dtype`.
+
+  uint8 states (Atari, MinAtar) are given by their shape alone; other dtypes (float32
+  vector observations) as a `jax.ShapeDtypeStruct`.
+  """
+  if jnp.dtype(dtype) == jnp.uint8:
+    return tuple(state_shape)
+  return jax.ShapeDtypeStruct(tuple(state_shape), jnp.dtype(dtype))
+
+
+def shape_and_dtype(state: StateSpec) -> tuple[tuple[int, ...], jnp.dtype]:
+  """(shape, dtype) of one agent state: a shape means uint8 states."""
+  if isinstance(state, jax.ShapeDtypeStruct):
+    return tuple(state.shape), jnp.dtype(state.dtype)
+  return tuple(state), jnp.dtype(jnp.uint8)
+
+
 def init_state(network, optimizer: optax.GradientTransformation, key: jax.Array,
-               state_shape: tuple[int, ...]) -> learner.TrainState:
-  """Fresh TrainState for a Flax `network` on uint8 states of `state_shape`."""
+               state_shape: StateSpec) -> learner.TrainState:
+  """Fresh TrainState for a Flax `network` on states of `state_shape`: a shape (uint8
+  states) or a `jax.ShapeDtypeStruct` of one state (see `state_spec`)."""
   init_key, rng = jax.random.split(key)
-  params = network.init(init_key, jnp.zeros((1,) + tuple(state_shape), jnp.uint8))
+  shape, dtype = shape_and_dtype(state_shape)
+  params = network.init(init_key, jnp.zeros((1,) + shape, dtype))
   return learner.init_train_state(params, optimizer, rng)
 
 
@@ -96,12 +119,16 @@ class ValueAgent:
   `apply`).
   """
 
+  # Whether the loss weights each sample by a prioritized batch's `weight`.
+  supports_prioritized_replay = False
+
   def _setup(self, *, num_actions: int, network, optimizer_fn, gamma: float,
              update_horizon: int, batch_size: int, target_update_period: int,
              regularizers: Sequence[regularizer_terms.Regularizer],
              double_dqn: bool = False, outputs_per_action: int = 1) -> None:
     self.num_actions = num_actions
-    self.regularizers = tuple(regularizers)
+    # The agent's own terms, then those bound by name (`regularization.<name>`).
+    self.regularizers = tuple(regularizers) + regularizer_terms.regularization()
     self.network = _build_network(network, num_actions, outputs_per_action,
                                   self.regularizers)
     # Networks with dropout or a VIB are stochastic while training (key given).
@@ -116,11 +143,13 @@ class ValueAgent:
     # The online network's outputs at s' are computed only when something uses them.
     self._needs_next_online = needs_next_online(double_dqn, self.regularizers)
 
-  def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
-    """Fresh TrainState; `state_shape` is one agent state, e.g. (84, 84, 4)."""
+  def init(self, key: jax.Array, state_shape: StateSpec) -> learner.TrainState:
+    """Fresh TrainState; `state_shape` is one agent state, e.g. (84, 84, 4) (uint8), or
+    a `jax.ShapeDtypeStruct` of one, e.g. float32 (4, 1) (see `state_spec`)."""
     state = init_state(self.network, self.optimizer, key, state_shape)
+    shape, dtype = shape_and_dtype(state_shape)
     out = jax.eval_shape(self.apply, state.params,
-                         jax.ShapeDtypeStruct((2,) + tuple(state_shape), jnp.uint8))
+                         jax.ShapeDtypeStruct((2,) + shape, dtype))
     representation = getattr(out, "representation", None)
     if representation is None or len(representation.shape) != 2:
       users = [type(r).__name__ for r in self.regularizers] or ["the Runner's diagnostics"]

@@ -124,7 +124,7 @@ class DQNAgent(common.ValueAgent):
         "Train/TDError": jnp.mean(jnp.abs(error)),
         "Train/QData": jnp.mean(q_data),
     }
-    td_loss = learner.weighted_mean(per_sample, batch, metrics)  # PER-weighted if given
+    td_loss = learner.weighted_mean(per_sample, batch)  # PER-weighted if given
     loss = self.add_regularizers(td_loss, metrics, params=params,
                                  target_params=target_params, key=regularizer_key,
                                  q_values=online.q_values, online=online,

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from batch_rl import checkpointing
+from batch_rl.agents import common as agent_common
 
 MODES = ("greedy", "sample")
 
@@ -62,10 +63,15 @@ class CheckpointPolicy:
     self.mode = mode
     self.temperature = temperature
 
-  def check(self, state_shape: tuple[int, ...]) -> None:
-    """ValueError naming the checkpoint unless its parameters fit the network."""
+  def check(self, state_shape: agent_common.StateSpec) -> None:
+    """ValueError naming the checkpoint unless its parameters fit the network.
+
+    `state_shape`: one agent state, as `ValueAgent.init` takes it (a shape of uint8
+    states, or a `jax.ShapeDtypeStruct`).
+    """
+    state_shape, dtype = agent_common.shape_and_dtype(state_shape)
     expected = jax.eval_shape(self.network.init, jax.random.PRNGKey(0),
-                              jnp.zeros((1,) + tuple(state_shape), jnp.uint8))
+                              jax.ShapeDtypeStruct((1,) + state_shape, dtype))
     shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
     try:
       same = shapes(expected) == shapes(self.params)

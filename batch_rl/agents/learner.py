@@ -14,7 +14,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from batch_rl import validation
+
 Metrics = dict[str, jax.Array]
+# Fraction of an iteration's gradient steps whose loss was not finite.
+NON_FINITE = "Train/NonFinite"
 LossFn = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, Metrics]]
 SampleFn = Callable[[jax.Array, Any], Any]
 
@@ -67,6 +71,16 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
       optimizer. optax.contrib.sam in opaque mode (2 gradients per step); the train
       step hands it the loss's gradient function.
   """
+  validation.check_positive("create_optimizer.learning_rate", learning_rate)
+  if name in ("adam", "rmsprop"):
+    validation.check_positive("create_optimizer.eps", eps)
+  if name == "adam":
+    validation.check_in_range("create_optimizer.b1", b1, 0.0, 1.0, high_open=True)
+    validation.check_in_range("create_optimizer.b2", b2, 0.0, 1.0, high_open=True)
+  if name == "rmsprop":
+    validation.check_in_range("create_optimizer.decay", decay, 0.0, 1.0, high_open=True)
+  if max_grad_norm is not None:
+    validation.check_positive("create_optimizer.max_grad_norm", max_grad_norm)
   if name == "adam":
     opt = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
   elif name == "rmsprop":
@@ -74,14 +88,12 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
   elif name == "sgd":
     opt = optax.sgd(learning_rate)
   else:
-    raise ValueError(f"Unknown optimizer `create_optimizer.name` = {name!r}; "
-                     "expected 'adam', 'rmsprop' or 'sgd'.")
+    raise validation.ConfigError(f"Unknown optimizer `create_optimizer.name` = {name!r}; "
+                                 "expected 'adam', 'rmsprop' or 'sgd'.")
   if max_grad_norm is not None:
     opt = optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
   if sam_rho is not None:
-    if not sam_rho > 0:
-      raise ValueError(f"`create_optimizer.sam_rho` must be > 0 (or None: no SAM), got "
-                       f"{sam_rho}.")
+    validation.check_positive("create_optimizer.sam_rho", sam_rho)
     # optax.sgd(rho) steps by -rho * g; sam() negates adversarial updates, so the
     # perturbation is +rho * g / ||g|| (ascent), as in Foret et al.
     adversary = optax.chain(optax.contrib.normalize(), optax.sgd(sam_rho))
@@ -96,12 +108,25 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation,
 
   The target network is overwritten by the online parameters after every
   `target_update_period`-th gradient step (optax.periodic_update, no host branch).
+  `with_per_sample=True` also returns the per-sample losses of a prioritized batch
+  (see make_train_step).
   """
 
-  def update(state: TrainState, batch: Any, loss_key: jax.Array,
-             rng: jax.Array) -> tuple[TrainState, Metrics]:
+  def update(state: TrainState, batch: Any, loss_key: jax.Array, rng: jax.Array,
+             with_per_sample: bool = False):
     grad_fn = jax.grad(loss_fn, has_aux=True)
-    grads, metrics = grad_fn(state.params, state.target_params, batch, loss_key)
+    if with_per_sample:
+      def loss_of_weights(params, weight):
+        return loss_fn(params, state.target_params, batch._replace(weight=weight), loss_key)
+
+      (loss, metrics), (grads, weight_grads) = jax.value_and_grad(
+          loss_of_weights, argnums=(0, 1), has_aux=True)(state.params, batch.weight)
+      per_sample = weight_grads * batch.weight.shape[0]
+    else:
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, state.target_params, batch, loss_key)
+    # 1 where this step's loss is NaN or infinite (runners stop the run on it).
+    metrics = {**metrics, NON_FINITE: (~jnp.isfinite(loss)).astype(jnp.float32)}
     if isinstance(optimizer, optax.GradientTransformationExtraArgs):
       # Optimizers that re-evaluate the gradient (SAM) get the same loss on the same
       # batch and key; others ignore the extra argument.
@@ -114,19 +139,36 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     step = state.step + 1
     target_params = optax.periodic_update(params, state.target_params, step,
                                           target_update_period)
-    return TrainState(params, target_params, opt_state, rng, step), metrics
+    new_state = TrainState(params, target_params, opt_state, rng, step)
+    if with_per_sample:
+      return new_state, metrics, per_sample
+    return new_state, metrics
 
   return update
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    sample_fn: SampleFn, target_update_period: int):
-  """Pure `(state, data) -> (state, metrics)`: sample, one gradient step, target sync."""
+                    sample_fn: SampleFn, target_update_period: int,
+                    update_priorities: Optional[Callable] = None):
+  """Pure `(state, data) -> (state, data, metrics)`: sample, one gradient step, target
+  sync.
+
+  With `update_priorities` (prioritized replay), the batch carries importance weights
+  that the loss applies (`weighted_mean`), and afterwards
+  `data = update_priorities(data, batch.index, per_sample_loss)`. The per-sample losses
+  are the gradient of the loss with respect to those weights, times the batch size
+  (d mean(w * l) / d w_i = l_i / B), so losses need not return them.
+  """
   update = make_update(loss_fn, optimizer, target_update_period)
 
-  def train_step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
+  def train_step(state: TrainState, data: Any):
     rng, sample_key, loss_key = jax.random.split(state.rng, 3)
-    return update(state, sample_fn(sample_key, data), loss_key, rng)
+    batch = sample_fn(sample_key, data)
+    if update_priorities is None:
+      state, metrics = update(state, batch, loss_key, rng)
+      return state, data, metrics
+    state, metrics, per_sample = update(state, batch, loss_key, rng, with_per_sample=True)
+    return state, update_priorities(data, batch.index, per_sample), metrics
 
   return train_step
 
@@ -134,8 +176,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
 def make_tandem_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                            sample_fn: SampleFn, target_update_period: int,
                            train_active: bool = True):
-  """Pure `((active, passive), data) -> ((active, passive), metrics)` for tandem RL
-  (Ostrovski et al. 2021): both agents take a gradient step on the SAME minibatch,
+  """Pure `((active, passive), data) -> ((active, passive), data, metrics)` for tandem
+  RL (Ostrovski et al. 2021): both agents take a gradient step on the SAME minibatch,
   drawn with the active agent's key, so the active agent's trajectory is exactly that
   of a solo run. The passive agent's metrics are prefixed with "Passive/".
   `train_active=False` (forked tandem after the fork) freezes the active agent's
@@ -153,40 +195,18 @@ def make_tandem_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformat
     passive, passive_metrics = update(passive, batch, jax.random.fold_in(loss_key, 1),
                                       passive.rng)
     metrics.update({"Passive/" + k: v for k, v in passive_metrics.items()})
-    return (active, passive), metrics
+    return (active, passive), data, metrics
 
   return train_step
 
 
-# Key under which a loss returns its per-sample losses [B] when the batch carries
-# prioritized-replay weights; the prioritized train step removes it from the metrics.
-PER_SAMPLE_LOSS = "_per_sample_loss"
-
-
-def weighted_mean(per_sample: jax.Array, batch, metrics: Metrics) -> jax.Array:
-  """mean(per_sample), or mean(weight * per_sample) for a prioritized batch (whose
-  per-sample losses then go into `metrics[PER_SAMPLE_LOSS]` for the new priorities)."""
+def weighted_mean(per_sample: jax.Array, batch) -> jax.Array:
+  """mean(per_sample), or mean(weight * per_sample) for a prioritized batch (one with
+  importance weights `batch.weight`)."""
   weight = getattr(batch, "weight", None)
   if weight is None:
     return jnp.mean(per_sample)
-  metrics[PER_SAMPLE_LOSS] = per_sample
   return jnp.mean(weight * per_sample)
-
-
-def make_prioritized_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                                sample_fn: SampleFn, update_fn, target_update_period: int):
-  """Pure `(state, data) -> (state, data, metrics)`: as make_train_step, then
-  `data = update_fn(data, batch.index, per_sample_loss)` (new replay priorities)."""
-  update = make_update(loss_fn, optimizer, target_update_period)
-
-  def train_step(state: TrainState, data: Any):
-    rng, sample_key, loss_key = jax.random.split(state.rng, 3)
-    batch = sample_fn(sample_key, data)
-    state, metrics = update(state, batch, loss_key, rng)
-    data = update_fn(data, batch.index, metrics.pop(PER_SAMPLE_LOSS))
-    return state, data, metrics
-
-  return train_step
 
 
 def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool = False):
@@ -202,13 +222,13 @@ def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool =
 
   def train_steps(state, data, totals):
     if num_steps == 1:
-      # Even a length-1 scan runs the Nature-DQN update ~6x slower on XLA:CPU
-      # (benchmarks/throughput.py), so one step is called plainly.
-      state, metrics = train_step(state, data)
+      # Even a length-1 scan is slower than a plain call on XLA:CPU.
+      state, _, metrics = train_step(state, data)
       return state, {k: totals[k] + v for k, v in metrics.items()}
 
     def body(carry, _):
-      return train_step(carry, data)
+      carry, _, metrics = train_step(carry, data)
+      return carry, metrics
 
     state, metrics = jax.lax.scan(body, state, None, length=num_steps, unroll=unroll)
     totals = {k: totals[k] + jnp.sum(v, axis=0) for k, v in metrics.items()}
@@ -219,5 +239,5 @@ def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool =
 
 def zero_metrics(train_step, state: TrainState, data: Any) -> Metrics:
   """Zeros shaped like one step's metrics (traced abstractly, nothing runs)."""
-  _, shapes = jax.eval_shape(train_step, state, data)
+  _, _, shapes = jax.eval_shape(train_step, state, data)
   return {k: jnp.zeros(v.shape, jnp.float32) for k, v in shapes.items()}

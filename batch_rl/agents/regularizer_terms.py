@@ -56,6 +56,21 @@ class LossInputs:
   target_forward: Optional[Callable[..., Any]] = None
 
 
+@gin.configurable
+def regularization(**terms: "Regularizer") -> tuple["Regularizer", ...]:
+  """Regularisers bound by name, added to every agent's (and the gridworld FQI's) own.
+
+  One file per regulariser binds one name, so files stack on any domain and agent:
+
+    regularization.lp = @LpRegularizer()      # gin_configs/regularizers/lp.gin
+    regularization.dr3 = @DR3Regularizer()    # gin_configs/regularizers/dr3.gin
+
+  Terms are applied in the order of their names (deterministic, whatever the order of
+  the files).
+  """
+  return tuple(terms[name] for name in sorted(terms))
+
+
 class Regularizer(Protocol):
   """A loss term: `term(inputs, key) -> (weighted value, {tag: unweighted value})`.
 
@@ -163,7 +178,11 @@ class CURLRegularizer:
   Args:
     weight: loss weight (the empirical study swept it; its Table 3 compares 0 and
       0.001).
-    pad: pixels of the random shift (4 for 84x84 Atari; 1 suits 10x10 MinAtar).
+    pad: pixels of the random shift, or None (default) to derive it from the frame
+      size: `default_pad(min(H, W))` of the minibatch's [B, H, W, ...] states, i.e.
+      CURL's 4 pixels on 84x84 Atari frames scaled to the frame (at least 1; 1 on
+      10x10 MinAtar). The frame size is known when the loss is traced, so one gin
+      file serves every domain.
     key_encoder: 'online' (stop-gradient) or 'target'.
   """
 
@@ -171,10 +190,16 @@ class CURLRegularizer:
   network_options = {"contrastive_projection": True}
   KEY_ENCODERS = ("online", "target")
 
-  def __init__(self, weight: float = 0.001, pad: int = 4, key_encoder: str = "online"):
+  @staticmethod
+  def default_pad(frame_size: int) -> int:
+    """CURL's 4-pixel shift on 84-pixel frames, scaled to `frame_size`, at least 1."""
+    return max(1, round(frame_size * 4 / 84))
+
+  def __init__(self, weight: float = 0.001, pad: Optional[int] = None,
+               key_encoder: str = "online"):
     regularizers.check_coefficient("CURLRegularizer.weight", weight)
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-      raise ValueError(f"`CURLRegularizer.pad` must be an int >= 0, got {pad!r}.")
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
+      raise ValueError(f"`CURLRegularizer.pad` must be None or an int >= 0, got {pad!r}.")
     if key_encoder not in self.KEY_ENCODERS:
       raise ValueError(f"`CURLRegularizer.key_encoder` must be one of {self.KEY_ENCODERS}, "
                        f"got {key_encoder!r}.")
@@ -184,8 +209,9 @@ class CURLRegularizer:
 
   def __call__(self, inputs, key):
     query_view_key, key_view_key, forward_key = jax.random.split(key, 3)
-    query_view = augmentation.random_shift(inputs.state, query_view_key, self.pad)
-    key_view = augmentation.random_shift(inputs.state, key_view_key, self.pad)
+    pad = self.pad if self.pad is not None else self.default_pad(min(inputs.state.shape[1:3]))
+    query_view = augmentation.random_shift(inputs.state, query_view_key, pad)
+    key_view = augmentation.random_shift(inputs.state, key_view_key, pad)
     query = inputs.forward(query_view, forward_key).contrastive_query
     if self.key_encoder == "online":
       keys = inputs.forward(key_view, None).representation

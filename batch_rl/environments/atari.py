@@ -22,6 +22,8 @@ import cv2
 import gin
 import numpy as np
 
+from batch_rl.environments import specs
+
 
 # MD5 of the ROMs the DQN Replay dataset was recorded with: the ROM files bundled in
 # atari-py 0.2.6 (2019; Dopamine then ran gym's <Game>NoFrameskip-v0 on atari-py).
@@ -173,9 +175,19 @@ class AtariEnvironment:
     stack_size: 4, frames per agent state (stacking is the replay's / agent's job).
     num_actions: len(action_set).
     ale: the underlying `ale_py.ALEInterface` (read-only use, e.g. frame counters).
+    observation_spec: uint8 frames of observation_shape.
+    action_spec: DiscreteActionSpec(num_actions).
   """
 
   stack_size = 4
+
+  @property
+  def observation_spec(self) -> specs.ObservationSpec:
+    return specs.ObservationSpec(self.observation_shape, np.uint8)
+
+  @property
+  def action_spec(self) -> specs.DiscreteActionSpec:
+    return specs.DiscreteActionSpec(self.num_actions)
 
   def __init__(
       self,

@@ -16,7 +16,8 @@ as evaluating e_i alone (with `env_ids=[i]`), as long as the phase lets it play 
 (the step budget is shared, so with more environments each plays fewer episodes).
 
 The agent's state is the stack of the last `stack_size` frames, zeroed at every reset
-(Dopamine's `_reset_state`), frames on the last axis.
+(Dopamine's `_reset_state`), frames on the last axis, of the environment's observation
+dtype (uint8 frames for Atari and MinAtar, float32 vectors for gym).
 """
 import dataclasses
 from typing import Callable, Sequence
@@ -24,9 +25,11 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from batch_rl.environments import factory
 from batch_rl.environments.factory import Environment
 
-# (states uint8 [N, *frame_shape, S], keys [N] (one PRNG key per row)) -> int actions [N]
+# (states [N, *frame_shape, S] of the observation dtype, keys [N] (one PRNG key per row))
+# -> int actions [N]
 PolicyFn = Callable[[np.ndarray, jax.Array], jax.Array]
 
 # (keys of the environments [N], their step counts [N]) -> the keys of this step [N]
@@ -69,7 +72,7 @@ def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
   Args:
     policy: batched policy (epsilon-greedy already inside, e.g. `agent.act`), called
       once per step with one key per row (`agent.act` takes them).
-    envs: environments of one kind (same frame shape and stack size).
+    envs: environments of one kind (same observation spec and stack size).
     min_steps: the phase's step budget (125,000 agent steps in the papers).
     key: PRNG key; env i's key at its step j is fold_in(fold_in(key, env_ids[i]), j).
     max_episodes: optional cap on completed episodes, all environments together (ends
@@ -83,8 +86,8 @@ def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
     raise ValueError(f"env_ids has {len(ids)} entries for {num} environments.")
   env_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(np.asarray(ids, np.uint32))
   env_steps = np.zeros(num, np.uint32)
-  frame_shape, stack = tuple(envs[0].observation_shape), envs[0].stack_size
-  states = np.zeros((num,) + frame_shape + (stack,), np.uint8)
+  spec, stack = factory.observation_spec_of(envs[0]), envs[0].stack_size
+  states = np.zeros((num,) + spec.shape + (stack,), spec.dtype)
 
   def start(i):
     states[i] = 0

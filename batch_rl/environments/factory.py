@@ -4,28 +4,42 @@ from typing import Protocol, runtime_checkable
 import gin
 import numpy as np
 
+from batch_rl.environments import specs
 from batch_rl.environments.atari import AtariEnvironment
+from batch_rl.environments.classic_control import GymEnvironment
 from batch_rl.environments.minatar import MinAtarEnvironment
 
 
 @runtime_checkable
 class Environment(Protocol):
-  """An episodic, discrete-action environment that emits one uint8 frame per step.
+  """An episodic environment that emits one observation per step.
 
-  Agent states are stacks of the last `stack_size` frames on a trailing axis; stacking
-  is done by the replay / agent (as Dopamine does), not here.
+  Agent states are stacks of the last `stack_size` observations on a trailing axis;
+  stacking is done by the replay / agent (as Dopamine does), not here.
 
   Attributes:
-    observation_shape: shape of ONE frame as stored in the replay: (84, 84) for Atari,
-      (10, 10, C) for MinAtar.
-    stack_size: frames per agent state: 4 for Atari, 1 for MinAtar.
-    num_actions: actions are the ints in [0, num_actions).
+    observation_spec: `specs.ObservationSpec`, shape and dtype of ONE observation as
+      stored in the replay: uint8 (84, 84) for Atari, uint8 (10, 10, C) for MinAtar,
+      float32 (4,) for gym:CartPole-v1.
+    action_spec: `specs.DiscreteActionSpec(num_actions)` (actions are the ints in
+      [0, num_actions), stored int32) or `specs.BoxActionSpec(shape, low, high)`
+      (float32 action vectors).
+    observation_shape: observation_spec.shape.
+    stack_size: observations per agent state: 4 for Atari, 1 for MinAtar and gym.
+    num_actions: action_spec.num_actions (discrete environments).
 
-  reset() starts an episode and returns its first frame (uint8, observation_shape).
-  step(action) returns (frame uint8 observation_shape, reward float (unclipped),
-  terminal (game over), truncated (the episode step limit is reached)).
+  reset() starts an episode and returns its first observation (observation_spec).
+  step(action) returns (observation, reward float (unclipped), terminal (the episode
+  ended in the task: game over, the pole fell), truncated (the episode step limit is
+  reached)).
+
+  Environments without the two specs (uint8 frames of `observation_shape`,
+  `num_actions` discrete actions) are read through `observation_spec_of` and
+  `action_spec_of`.
   """
 
+  observation_spec: specs.ObservationSpec
+  action_spec: specs.ActionSpec
   observation_shape: tuple[int, ...]
   stack_size: int
   num_actions: int
@@ -33,11 +47,24 @@ class Environment(Protocol):
   def reset(self) -> np.ndarray:
     ...
 
-  def step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
+  def step(self, action) -> tuple[np.ndarray, float, bool, bool]:
     ...
 
 
-_FAMILIES = {"atari": AtariEnvironment, "minatar": MinAtarEnvironment}
+def observation_spec_of(env) -> specs.ObservationSpec:
+  """`env.observation_spec`, or uint8 frames of `env.observation_shape` if it has none."""
+  spec = getattr(env, "observation_spec", None)
+  return spec if spec is not None else specs.ObservationSpec(env.observation_shape, np.uint8)
+
+
+def action_spec_of(env) -> specs.ActionSpec:
+  """`env.action_spec`, or `num_actions` discrete actions if it has none."""
+  spec = getattr(env, "action_spec", None)
+  return spec if spec is not None else specs.DiscreteActionSpec(env.num_actions)
+
+
+_FAMILIES = {"atari": AtariEnvironment, "minatar": MinAtarEnvironment,
+             "gym": GymEnvironment}
 
 
 @gin.configurable
@@ -45,11 +72,13 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
   """Creates an environment from a 'family:game' name.
 
   Args:
-    name: 'atari:<Game>' (e.g. 'atari:Pong', 'atari:SpaceInvaders') or
-      'minatar:<game>' (e.g. 'minatar:breakout').
+    name: 'atari:<Game>' (e.g. 'atari:Pong', 'atari:SpaceInvaders'),
+      'minatar:<game>' (e.g. 'minatar:breakout') or 'gym:<id>' (gymnasium's classic
+      control, e.g. 'gym:CartPole-v1').
     seed: passed to the environment's constructor.
     **overrides: further constructor kwargs (e.g. sticky_action_prob). Anything not
-      given here can be bound in gin on AtariEnvironment / MinAtarEnvironment.
+      given here can be bound in gin on AtariEnvironment / MinAtarEnvironment /
+      GymEnvironment.
 
   Raises:
     ValueError: unknown family or game; the message lists the valid choices.
@@ -58,8 +87,8 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
   if not sep or family not in _FAMILIES:
     raise ValueError(
         f"Unknown environment {name!r}: expected '<family>:<game>' with family one of "
-        f"{', '.join(repr(f) for f in _FAMILIES)}, e.g. 'atari:Pong' or "
-        f"'minatar:breakout'."
+        f"{', '.join(repr(f) for f in _FAMILIES)}, e.g. 'atari:Pong', "
+        f"'minatar:breakout' or 'gym:CartPole-v1'."
     )
   return _FAMILIES[family](game, seed=seed, **overrides)
 

@@ -20,6 +20,8 @@ import gin
 import minatar
 import numpy as np
 
+from batch_rl.environments import specs
+
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 
@@ -34,9 +36,19 @@ class MinAtarEnvironment:
     observation_shape: (10, 10, C), shape of one uint8 frame (C depends on the game).
     stack_size: 1.
     num_actions: len(action_set).
+    observation_spec: uint8 frames of observation_shape.
+    action_spec: DiscreteActionSpec(num_actions).
   """
 
   stack_size = 1
+
+  @property
+  def observation_spec(self) -> specs.ObservationSpec:
+    return specs.ObservationSpec(self.observation_shape, np.uint8)
+
+  @property
+  def action_spec(self) -> specs.DiscreteActionSpec:
+    return specs.DiscreteActionSpec(self.num_actions)
 
   def __init__(
       self,

@@ -1,8 +1,8 @@
 """The 16x16 gridworld of Fu et al. (2019) used by IUP (Kumar et al. 2021, App. B.2).
 
-Specification: /work/shared/specs/gridworld.md, sections 1-2. Everything here is
-numpy (float64 for the MDP); the layout is generated with Python's `random` exactly as
-Fu's `random_grid_env`, so seed 0 reproduces the reference layout of the spec.
+Sections 1-2 of the gridworld spec. Everything here is numpy (float64 for the MDP);
+the layout is generated with Python's `random` exactly as Fu's `random_grid_env`, so
+seed 0 reproduces the reference layout of the spec.
 
 Conventions: cell (x, y), x = column, y = row (y grows "down"); state s = x + W * y.
 Wall cells are states too (never entered; they self-loop). Actions: 0 no-op, 1 up

@@ -1,25 +1,28 @@
 """Neural fitted Q-iteration on the gridworld: pure, jittable, vmappable over seeds.
 
-Spec sections 5-8. One fitting iteration k:
+The gridworld spec, sections 5-8. One fitting iteration k:
   0. (re-initialisation variant) fresh parameters and optimizer state;
   1. (online) collect `env_steps_per_iteration` transitions with softmax(Qtab / alpha)
      into the FIFO buffer;
   2. freeze the targets of the previous table Qtab (bootstrapped soft max, policy
      evaluation, Monte-Carlo returns, Q* or the exact Q^pi of the current policy);
   3. T = `gradient_steps` Adam steps on minibatches sampled uniformly (with replacement)
-     from the buffer, or full-batch over all (s, a) pairs with exact targets;
+     from the buffer, or full-batch over all (s, a) pairs with exact targets; the loss
+     is the TD loss plus the regulariser terms of batch_rl/agents/regularizer_terms.py
+     (`make_loss`), the same terms every agent adds;
   4. Qtab <- clip(network(all states)); metrics (`iteration_metrics`).
 
 Everything is a pure function of (state, env arrays); `make_program` returns
 `init(key, env) -> FQIState` and `run(state, env, num_logs) -> (state, metrics)` where
 `run` does `num_logs * log_every` fitting iterations in one lax.scan and returns the
-metrics of every `log_every`-th one, stacked. The runner vmaps both over seeds.
+metrics of every `log_every`-th one, stacked. The runner vmaps both over seeds. The
+MDP's arrays, the buffer and the rollouts are in batch_rl/gridworld/data.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import jax
@@ -28,10 +31,10 @@ import numpy as np
 import optax
 
 from batch_rl import diagnostics
-from batch_rl import regularizers
+from batch_rl.agents import regularizer_terms
+from batch_rl.gridworld import data
 from batch_rl.gridworld import exact_jax
 from batch_rl.gridworld import networks
-from batch_rl.gridworld import tabular
 
 
 class Target(str, enum.Enum):
@@ -57,12 +60,10 @@ class FQIConfig:
       sampled minibatches (Fu's ExactFQI; the deep linear network; the supervised
       baseline).
     reinitialize: fresh parameters and optimizer state at every fitting iteration.
-    lp_coefficient: weight of Lp = sigma_max^2 - sigma_min^2 of the minibatch features.
-    lp_method: `regularizers.lp_penalty`'s method. "gram" (default here): same value and
-      gradient as "svd", from one eigh of the 64 x 64 Gram matrix; the "svd" gradient
-      (singular vectors of every 128 x 64 minibatch) is much slower on XLA:CPU
-      (docs/gridworld.md, "Lp cost").
-    dr3_coefficient: weight of DR3's phi(s)^T phi(s') (regularizers.DR3_PAPER).
+    regularizers: regularizer_terms terms added to the TD loss, in order (e.g.
+      `LpRegularizer(0.001, method="gram")`); they hash by identity, so each tuple of
+      term objects compiles its own program. Terms that need network options (CURL,
+      VIB) do not apply to the gridworld models (`check_regularizers`).
     env_steps_per_iteration: E; 0 = offline (fixed dataset), > 0 = online collection.
     buffer_capacity: FIFO capacity (10,000).
     dataset_episodes: offline dataset = this many episodes of the data policy.
@@ -79,9 +80,7 @@ class FQIConfig:
   target: Target = Target.SOFT_Q
   full_batch: bool = False
   reinitialize: bool = False
-  lp_coefficient: float = 0.0
-  lp_method: str = "gram"
-  dr3_coefficient: float = 0.0
+  regularizers: tuple[regularizer_terms.Regularizer, ...] = ()
   env_steps_per_iteration: int = 0
   buffer_capacity: int = 10_000
   dataset_episodes: int = 200
@@ -93,80 +92,11 @@ class FQIConfig:
 
 
 @flax.struct.dataclass
-class EnvArrays:
-  """The MDP and its exact solutions as device arrays (float32)."""
-
-  transitions: jax.Array  # [S, A, S]
-  rewards: jax.Array      # [S]
-  q_star: jax.Array       # [S, A]
-  q_data_policy: jax.Array  # [S, A], soft Q^pi of the data policy (FQE / MC reference)
-  data_policy: jax.Array  # [S, A], collects the offline data; the policy FQE evaluates
-  walls: jax.Array        # bool [S]
-  start_state: jax.Array  # int32 scalar
-  return_random: jax.Array
-  return_expert: jax.Array
-  gamma: float = flax.struct.field(pytree_node=False)
-  alpha: float = flax.struct.field(pytree_node=False)
-  horizon: int = flax.struct.field(pytree_node=False)
-
-
-def env_arrays(env, data_policy: str = "uniform") -> EnvArrays:
-  """EnvArrays of a `GridworldEnv`; data_policy "uniform" or "expert" (softmax(Q*/a))."""
-  if data_policy == "uniform":
-    pi = tabular.uniform_policy(env.num_states, env.num_actions)
-  elif data_policy == "expert":
-    pi = tabular.boltzmann_policy(env.q_star, env.temperature)
-  else:
-    raise ValueError(f"data policy must be 'uniform' or 'expert', got {data_policy!r}")
-  q_pi = tabular.policy_evaluation(env.transitions, env.rewards, env.gamma, pi,
-                                   env.temperature)
-  f32 = lambda x: jnp.asarray(x, jnp.float32)
-  return EnvArrays(
-      transitions=f32(env.transitions), rewards=f32(env.rewards), q_star=f32(env.q_star),
-      q_data_policy=f32(q_pi), data_policy=f32(pi), walls=jnp.asarray(env.walls),
-      start_state=jnp.asarray(env.start_state, jnp.int32),
-      return_random=f32(env.return_random), return_expert=f32(env.return_expert),
-      gamma=float(env.gamma), alpha=float(env.temperature), horizon=int(env.horizon))
-
-
-@flax.struct.dataclass
-class Buffer:
-  """FIFO ring buffer of transitions (s, a, s', soft MC return-to-go)."""
-
-  state: jax.Array      # int32 [C]
-  action: jax.Array     # int32 [C]
-  next_state: jax.Array  # int32 [C]
-  mc_return: jax.Array  # float32 [C] (0 for online data)
-  count: jax.Array      # int32, transitions ever added
-
-  @classmethod
-  def empty(cls, capacity: int) -> "Buffer":
-    z = jnp.zeros((capacity,), jnp.int32)
-    return cls(z, z, z, jnp.zeros((capacity,), jnp.float32), jnp.zeros((), jnp.int32))
-
-  @property
-  def capacity(self) -> int:
-    return self.state.shape[0]
-
-  def size(self) -> jax.Array:
-    return jnp.minimum(self.count, self.capacity)
-
-  def add(self, s, a, s2, g) -> "Buffer":
-    idx = (self.count + jnp.arange(s.shape[0])) % self.capacity
-    return Buffer(self.state.at[idx].set(s), self.action.at[idx].set(a),
-                  self.next_state.at[idx].set(s2), self.mc_return.at[idx].set(g),
-                  self.count + s.shape[0])
-
-  def sample_indices(self, key, n: int) -> jax.Array:
-    return jax.random.randint(key, (n,), 0, jnp.maximum(self.size(), 1))
-
-
-@flax.struct.dataclass
 class FQIState:
   params: Any
   opt_state: Any
   q_table: jax.Array  # [S, A] frozen target table of the last iteration
-  buffer: Buffer
+  buffer: data.Buffer
   env_state: jax.Array  # int32, current state of the online episode
   env_time: jax.Array   # int32, its time step
   rng: jax.Array
@@ -174,49 +104,11 @@ class FQIState:
   seed_key: jax.Array   # the seed's root key (re-initialisation draws from it)
 
 
-def _step_env(key, s, policy, env: EnvArrays):
-  ka, ks = jax.random.split(key)
-  a = jax.random.categorical(ka, jnp.log(policy[s]))
-  s2 = jax.random.categorical(ks, jnp.log(env.transitions[s, a]))
-  return a.astype(jnp.int32), s2.astype(jnp.int32)
-
-
-def rollout_dataset(key, env: EnvArrays, num_episodes: int):
-  """`num_episodes` episodes of `env.horizon` steps of env.data_policy from the start.
-
-  Returns flat int32 s, a, s' and float32 soft Monte-Carlo returns-to-go
-  G_t = r(s_t) + gamma (alpha H(pi(.|s_{t+1})) + G_{t+1}), truncated at the episode end
-  (a Monte-Carlo target for soft Q^pi; the truncation bias is gamma^(horizon - t)).
-  """
-  logp = jnp.log(jnp.where(env.data_policy > 0, env.data_policy, 1.0))
-  entropy = -jnp.sum(env.data_policy * logp, axis=-1)
-
-  def episode(k):
-    def step(s, kt):
-      a, s2 = _step_env(kt, s, env.data_policy, env)
-      return s2, (s, a, s2)
-
-    _, (s, a, s2) = jax.lax.scan(step, env.start_state, jax.random.split(k, env.horizon))
-
-    def back(g_next, x):
-      s_t, s2_t, last = x
-      g = env.rewards[s_t] + env.gamma * jnp.where(
-          last, 0.0, env.alpha * entropy[s2_t] + g_next)
-      return g, g
-
-    last = jnp.arange(env.horizon) == env.horizon - 1
-    _, g = jax.lax.scan(back, jnp.zeros(()), (s, s2, last), reverse=True)
-    return s, a, s2, g
-
-  s, a, s2, g = jax.vmap(episode)(jax.random.split(key, num_episodes))
-  return s.reshape(-1), a.reshape(-1), s2.reshape(-1), g.reshape(-1)
-
-
 def _clip(q, limit):
   return jnp.clip(jnp.nan_to_num(q, nan=limit, posinf=limit, neginf=-limit), -limit, limit)
 
 
-def _targets(cfg: FQIConfig, q_table, env: EnvArrays):
+def _targets(cfg: FQIConfig, q_table, env: data.EnvArrays):
   """(v_next [S], y_table [S, A]) frozen for one fitting iteration."""
   if cfg.target == Target.SOFT_Q:
     v = exact_jax.soft_value(q_table, env.alpha)
@@ -242,55 +134,95 @@ def _sample_targets(cfg, v, y_table, s, a, s2, g, env):
   return y_table[s, a]
 
 
+def needs_next_representation(terms: Sequence[regularizer_terms.Regularizer]) -> bool:
+  """Whether a term reads phi(s') (e.g. DR3)."""
+  return any(term.needs_next_representation for term in terms)
+
+
+def check_regularizers(terms: Sequence[regularizer_terms.Regularizer]) -> None:
+  """ValueError for a term the gridworld models cannot serve.
+
+  The loss gives the terms Q(s, .), phi(s, a), phi(s', a), the actions and
+  (all-False) terminals; terms asking for network options (CURL's projection, VIB's
+  bottleneck) also need image states or the network's KL, which these models lack.
+  """
+  for term in terms:
+    options = getattr(term, "network_options", None)
+    if options:
+      raise ValueError(
+          f"{type(term).__name__} needs network options {options} that the gridworld "
+          "models do not have; the gridworld FQI supports terms that read Q-values and "
+          "features only (LpRegularizer, DR3Regularizer, CQLRegularizer).")
+
+
+def describe_regularizers(terms: Sequence[regularizer_terms.Regularizer]) -> str:
+  """A stable one-line description of the terms and their settings ("none" if empty)."""
+  if not terms:
+    return "none"
+  return ", ".join(
+      f"{type(term).__name__}("
+      + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(term).items())) + ")"
+      for term in terms)
+
+
+def make_loss(cfg: FQIConfig, model: networks.GridModel):
+  """loss(params, s, a, s2, y, key) -> (loss, metrics) of one minibatch.
+
+  Mean squared TD error against the frozen targets y, plus every term of
+  `cfg.regularizers` (as `ValueAgent.add_regularizers` adds them to an agent's loss)
+  on `LossInputs` of the minibatch: q_values = Q(s, .) [B, A], phi = the features of
+  the (s, a) pairs, phi_next = the features at (s', a) (computed only when a term asks
+  for them), action = next_action = a, terminal all False (the gridworld's episodes
+  only end by time). `key` is split among the terms (None: no term may need one).
+  """
+  terms = tuple(cfg.regularizers)
+  with_next = needs_next_representation(terms)
+
+  def loss_fn(params, s, a, s2, y, key=None):
+    q_values, phi = model.q_values_and_features(params, s, a)
+    q = jnp.take_along_axis(q_values, a[:, None], axis=1)[:, 0]
+    td = jnp.mean((q - y) ** 2)
+    total, metrics = td, {"Gridworld/TDLoss": td}
+    if terms:
+      phi_next = model.q_and_features(params, s2, a)[1] if with_next else None
+      inputs = regularizer_terms.LossInputs(
+          q_values=q_values, phi=phi, phi_next=phi_next, action=a, next_action=a,
+          terminal=jnp.zeros(a.shape, bool))
+      keys = [None] * len(terms) if key is None else jax.random.split(key, len(terms))
+      for term, term_key in zip(terms, keys):
+        value, term_metrics = term(inputs, term_key)
+        total = total + value
+        metrics.update(term_metrics)
+    metrics["Train/Loss"] = total
+    return total, metrics
+
+  return loss_fn
+
+
 def make_program(cfg: FQIConfig, model: networks.GridModel,
                  optimizer: optax.GradientTransformation):
   """(init, run) of one seed; vmap them over seeds (see module docstring)."""
-  dr3_cfg = regularizers.DR3_PAPER
+  check_regularizers(cfg.regularizers)
+  loss_fn = make_loss(cfg, model)
 
-  def init(key, env: EnvArrays) -> FQIState:
+  def init(key, env: data.EnvArrays) -> FQIState:
     k_init, k_data, k_run = jax.random.split(key, 3)
     params = model.init(k_init)
-    buffer = Buffer.empty(cfg.buffer_capacity)
+    buffer = data.Buffer.empty(cfg.buffer_capacity)
     if cfg.env_steps_per_iteration == 0:
-      buffer = buffer.add(*rollout_dataset(k_data, env, cfg.dataset_episodes))
+      buffer = buffer.add(*data.rollout_dataset(k_data, env, cfg.dataset_episodes))
     return FQIState(params=params, opt_state=optimizer.init(params),
                     q_table=_clip(model.q_table(params), cfg.q_clip), buffer=buffer,
                     env_state=env.start_state, env_time=jnp.zeros((), jnp.int32),
                     rng=k_run, iteration=jnp.zeros((), jnp.int32), seed_key=key)
 
-  def loss_fn(params, s, a, s2, y):
-    q, phi = model.q_and_features(params, s, a)
-    td = jnp.mean((q - y) ** 2)
-    total, metrics = td, {"Gridworld/TDLoss": td}
-    if cfg.lp_coefficient:
-      lp = regularizers.lp_penalty(phi, method=cfg.lp_method)
-      total += cfg.lp_coefficient * lp
-      metrics["Train/LpPenalty"] = lp
-    if cfg.dr3_coefficient:
-      _, phi2 = model.q_and_features(params, s2, a)
-      dr3 = regularizers.dr3_penalty(phi, phi2, config=dr3_cfg)
-      total += cfg.dr3_coefficient * dr3
-      metrics["Train/DR3"] = dr3
-    metrics["Train/Loss"] = total
-    return total, metrics
-
-  def collect(state: FQIState, key, env: EnvArrays) -> FQIState:
+  def collect(state: FQIState, key, env: data.EnvArrays) -> FQIState:
     policy = exact_jax.boltzmann_policy(state.q_table, env.alpha)
-
-    def step(carry, k):
-      s, t = carry
-      a, s2 = _step_env(k, s, policy, env)
-      done = t + 1 >= env.horizon
-      return (jnp.where(done, env.start_state, s2), jnp.where(done, 0, t + 1)), (s, a, s2)
-
-    (s, t), (ss, aa, ss2) = jax.lax.scan(
-        step, (state.env_state, state.env_time),
-        jax.random.split(key, cfg.env_steps_per_iteration))
-    buffer = state.buffer.add(ss, aa, ss2, jnp.zeros(ss.shape, jnp.float32))
+    buffer, s, t = data.collect(key, state.buffer, state.env_state, state.env_time,
+                                policy, env, cfg.env_steps_per_iteration)
     return state.replace(buffer=buffer, env_state=s, env_time=t)
 
-
-  def fit_iteration(state: FQIState, env: EnvArrays):
+  def fit_iteration(state: FQIState, env: data.EnvArrays):
     rng, k_collect, k_steps = jax.random.split(state.rng, 3)
     params, opt_state = state.params, state.opt_state
     if cfg.reinitialize:
@@ -306,20 +238,25 @@ def make_program(cfg: FQIConfig, model: networks.GridModel,
     n_idx = 1 if cfg.full_batch else cfg.batch_size
     indices = buf.sample_indices(k_steps, cfg.gradient_steps * n_idx).reshape(
         cfg.gradient_steps, n_idx)
+    # The regularisers' keys: folded out of k_steps, so the minibatches stay the same
+    # with or without terms.
+    term_keys = (jax.random.split(jax.random.fold_in(k_steps, 1), cfg.gradient_steps)
+                 if cfg.regularizers else None)
 
-    def step(carry, idx):
+    def step(carry, xs):
+      idx, term_key = xs
       params, opt_state = carry
       if cfg.full_batch:
         s, a, s2, y = s_all, a_all, s_all, y_table.reshape(-1)
       else:
         s, a, s2 = buf.state[idx], buf.action[idx], buf.next_state[idx]
         y = _sample_targets(cfg, v, y_table, s, a, s2, buf.mc_return[idx], env)
-      grads, metrics = jax.grad(loss_fn, has_aux=True)(params, s, a, s2, y)
+      grads, metrics = jax.grad(loss_fn, has_aux=True)(params, s, a, s2, y, term_key)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), metrics
 
     (params, opt_state), step_metrics = jax.lax.scan(
-        step, (params, opt_state), indices, unroll=cfg.scan_unroll)
+        step, (params, opt_state), (indices, term_keys), unroll=cfg.scan_unroll)
     q_table = _clip(model.q_table(params), cfg.q_clip)
     train = {k: jnp.mean(x) for k, x in step_metrics.items()}
     train["Gridworld/LastBatchLoss"] = step_metrics["Train/Loss"][-1]
@@ -338,12 +275,12 @@ def make_program(cfg: FQIConfig, model: networks.GridModel,
                           iteration=state.iteration + 1)
     return state, train
 
-  def metrics_fn(state: FQIState, train, env: EnvArrays):
+  def metrics_fn(state: FQIState, train, env: data.EnvArrays):
     out = dict(train)
     out.update(iteration_metrics(model, state, env, cfg))
     return out
 
-  def run(state: FQIState, env: EnvArrays, num_logs: int):
+  def run(state: FQIState, env: data.EnvArrays, num_logs: int):
     def chunk(state, _):
       def inner(st, _):
         return fit_iteration(st, env)
@@ -357,7 +294,7 @@ def make_program(cfg: FQIConfig, model: networks.GridModel,
   return init, run
 
 
-def iteration_metrics(model: networks.GridModel, state: FQIState, env: EnvArrays,
+def iteration_metrics(model: networks.GridModel, state: FQIState, env: data.EnvArrays,
                       cfg: FQIConfig) -> dict[str, jax.Array]:
   """Rank, Q* error and exact return of the current table (spec section 8)."""
   delta = cfg.srank_delta

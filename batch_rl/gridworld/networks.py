@@ -9,6 +9,8 @@ and the [S, d] feature table of the environment, so the jitted code sees plain a
       inputs (MLP: Phi(s) of the S states, 256 x 64; deep linear: Phi(s, a) of the
       S*A pairs, 1280 x 1280)
   q_and_features(params, s, a) -> (Q(s, a) [B], phi [B, D]) on a minibatch
+  q_values_and_features(params, s, a) -> (Q(s, .) [B, A], phi [B, D]): the same with
+      every action's Q-value at s (what regularisers such as CQL read)
   eig_features: whether `features_all` is square and its eigenvalue srank is logged.
 """
 from __future__ import annotations
@@ -55,11 +57,18 @@ class GridMLP(nn.Module):
     return QNetworkOutput(q_values=q, representation=x)
 
 
+def _select(q_values: jax.Array, a: jax.Array) -> jax.Array:
+  """q_values[b, a[b]] of [B, A] and int [B] -> [B]."""
+  return jnp.take_along_axis(q_values, a[:, None], axis=1)[:, 0]
+
+
 class GridModel(NamedTuple):
   init: Callable[[jax.Array], Any]
   q_table: Callable[[Any], jax.Array]
   features_all: Callable[[Any], jax.Array]
   q_and_features: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+  q_values_and_features: Callable[[Any, jax.Array, jax.Array],
+                                  tuple[jax.Array, jax.Array]]
   eig_features: bool
   description: str
 
@@ -77,9 +86,14 @@ def mlp_model(features: np.ndarray, num_actions: int,
   def apply(params, s):
     return net.apply(params, table[s])
 
-  def q_and_features(params, s, a):
+  def q_values_and_features(params, s, a):
+    del a  # The features are phi(s), the same for every action.
     out = apply(params, s)
-    return jnp.take_along_axis(out.q_values, a[:, None], axis=1)[:, 0], out.representation
+    return out.q_values, out.representation
+
+  def q_and_features(params, s, a):
+    q_values, phi = q_values_and_features(params, s, a)
+    return _select(q_values, a), phi
 
   all_states = jnp.arange(table.shape[0])
   return GridModel(
@@ -87,6 +101,7 @@ def mlp_model(features: np.ndarray, num_actions: int,
       q_table=lambda params: apply(params, all_states).q_values,
       features_all=lambda params: apply(params, all_states).representation,
       q_and_features=q_and_features,
+      q_values_and_features=q_values_and_features,
       eig_features=False,
       description=f"MLP {tuple(hidden_sizes)} on {table.shape[1]}-dim features")
 
@@ -130,10 +145,15 @@ def deep_linear_model(features: np.ndarray, num_actions: int, num_layers: int = 
     idx = s * num_actions + a
     return q_vector(params)[idx], phi(params)[:, idx].T
 
+  def q_values_and_features(params, s, a):
+    q_values = q_vector(params).reshape(num_states, num_actions)[s]
+    return q_values, phi(params)[:, s * num_actions + a].T
+
   return GridModel(
       init=init,
       q_table=lambda params: q_vector(params).reshape(num_states, num_actions),
       features_all=lambda params: phi(params).T,
       q_and_features=q_and_features,
+      q_values_and_features=q_values_and_features,
       eig_features=True,
       description=f"deep linear network, {num_layers} layers, width {dim}")

@@ -98,8 +98,3 @@ def expected_return(transitions: np.ndarray, rewards: np.ndarray, policy: np.nda
     total += d @ rewards
     d = d @ p_pi
   return float(total)
-
-
-def normalized_return(ret, return_random: float, return_expert: float):
-  """(R - R_random) / (R_expert - R_random)."""
-  return (ret - return_random) / (return_expert - return_random)

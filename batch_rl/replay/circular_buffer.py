@@ -29,8 +29,10 @@ class CircularBuffer(NamedTuple):
   """A circular replay buffer (pytree). Shapes for capacity C.
 
   Attributes:
-    observation: uint8 [1, C, *frame_shape].
-    action: int32 [1, C].
+    observation: [1, C, *frame_shape] of the observation dtype (uint8 frames, or
+      float32 vector observations).
+    action: [1, C, *action_shape] of the action dtype (int32 scalars for discrete
+      actions, float32 vectors for continuous ones).
     reward: float32 [1, C] (clipped to [-1, 1] by `add` when asked).
     terminal: uint8 [1, C].
     add_count: int32 scalar, entries added so far (padding included).
@@ -52,13 +54,22 @@ class CircularBuffer(NamedTuple):
                                 valid=jnp.zeros((0,), jnp.int32))
 
 
-def create(capacity: int, frame_shape: tuple[int, ...]) -> CircularBuffer:
-  """An empty buffer of `capacity` entries of uint8 frames of `frame_shape`."""
+def create(capacity: int, frame_shape: tuple[int, ...], observation_dtype=jnp.uint8,
+           action_shape: tuple[int, ...] = (), action_dtype=jnp.int32) -> CircularBuffer:
+  """An empty buffer of `capacity` entries.
+
+  Args:
+    capacity: entries C.
+    frame_shape: shape of one observation (`observation_spec.shape`).
+    observation_dtype: its dtype (`observation_spec.dtype`; uint8 for Atari/MinAtar).
+    action_shape, action_dtype: of one action (`action_spec.shape` / `.dtype`):
+      () int32 for discrete actions, (d,) float32 for continuous ones.
+  """
   if capacity < 1:
     raise ValueError(f"replay capacity must be >= 1, got {capacity}")
   return CircularBuffer(
-      observation=jnp.zeros((1, capacity) + tuple(frame_shape), jnp.uint8),
-      action=jnp.zeros((1, capacity), jnp.int32),
+      observation=jnp.zeros((1, capacity) + tuple(frame_shape), observation_dtype),
+      action=jnp.zeros((1, capacity) + tuple(action_shape), action_dtype),
       reward=jnp.zeros((1, capacity), jnp.float32),
       terminal=jnp.zeros((1, capacity), jnp.uint8),
       add_count=jnp.zeros((), jnp.int32))
@@ -67,8 +78,9 @@ def create(capacity: int, frame_shape: tuple[int, ...]) -> CircularBuffer:
 def _put(buffer: CircularBuffer, frame, action, reward, terminal) -> CircularBuffer:
   cursor = buffer.add_count % buffer.capacity
   return CircularBuffer(
-      observation=buffer.observation.at[0, cursor].set(frame.astype(jnp.uint8)),
-      action=buffer.action.at[0, cursor].set(action.astype(jnp.int32)),
+      observation=buffer.observation.at[0, cursor].set(
+          frame.astype(buffer.observation.dtype)),
+      action=buffer.action.at[0, cursor].set(action.astype(buffer.action.dtype)),
       reward=buffer.reward.at[0, cursor].set(reward.astype(jnp.float32)),
       terminal=buffer.terminal.at[0, cursor].set(terminal.astype(jnp.uint8)),
       add_count=buffer.add_count + 1)
@@ -83,12 +95,13 @@ def add(buffer: CircularBuffer, frame: jax.Array, action: jax.Array, reward: jax
   """
   last = (buffer.add_count - 1) % buffer.capacity
   episode_start = (buffer.add_count == 0) | (buffer.terminal[0, last] == 1)
-  zero_frame = jnp.zeros(buffer.observation.shape[2:], jnp.uint8)
+  zero_frame = jnp.zeros(buffer.observation.shape[2:], buffer.observation.dtype)
+  zero_action = jnp.zeros(buffer.action.shape[2:], buffer.action.dtype)
   zero = jnp.zeros((), jnp.int32)
 
   def pad(b):
     for _ in range(stack_size - 1):
-      b = _put(b, zero_frame, zero, zero.astype(jnp.float32), zero)
+      b = _put(b, zero_frame, zero_action, zero.astype(jnp.float32), zero)
     return b
 
   buffer = jax.lax.cond(episode_start, pad, lambda b: b, buffer)

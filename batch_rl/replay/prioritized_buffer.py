@@ -36,8 +36,11 @@ class PrioritizedBuffer(NamedTuple):
     return self.buffer.capacity
 
 
-def create(capacity: int, frame_shape: tuple[int, ...]) -> PrioritizedBuffer:
-  return PrioritizedBuffer(circular_buffer.create(capacity, frame_shape),
+def create(capacity: int, frame_shape: tuple[int, ...], observation_dtype=jnp.uint8,
+           action_shape: tuple[int, ...] = (), action_dtype=jnp.int32) -> PrioritizedBuffer:
+  """An empty buffer; the arguments are circular_buffer.create's."""
+  return PrioritizedBuffer(circular_buffer.create(capacity, frame_shape, observation_dtype,
+                                                  action_shape, action_dtype),
                            sum_tree.create(capacity), jnp.ones((), jnp.float32))
 
 

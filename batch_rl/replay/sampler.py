@@ -14,6 +14,11 @@ fixed_replay.valid_indices); this module only does index arithmetic, exactly as
   next state   = stack at i + len(trajectory) (mod C)
   terminal     = any terminal in the trajectory
   next_action  = action stored at i + len(trajectory)
+
+Dtypes and shapes are the data's: frames are uint8 images (Atari, MinAtar) or float32
+vectors (classic control), and a state keeps the frames' dtype with the stack on a new
+trailing axis, so a stack of one CartPole observation (4,) is (4, 1). Actions are int32
+scalars or float32 vectors [*action_shape] (continuous actions).
 """
 from typing import NamedTuple, Optional
 
@@ -25,8 +30,10 @@ class ReplayArrays(NamedTuple):
   """Fixed replay data, a pytree of (device) arrays.
 
   Attributes:
-    observation: uint8 [num_shards, capacity, *frame_shape], one frame per transition.
-    action: int32 [num_shards, capacity].
+    observation: [num_shards, capacity, *frame_shape], one frame per transition
+      (uint8, or float32 for vector observations).
+    action: [num_shards, capacity, *action_shape], int32 scalars (discrete) or
+      float32 vectors (continuous).
     reward: float32 [num_shards, capacity].
     terminal: uint8 [num_shards, capacity].
     valid: int32 [num_valid], flat indices shard * capacity + i of the states that
@@ -47,11 +54,13 @@ class Transition(NamedTuple):
   """A batch of transitions, shapes for batch size B and stack size S.
 
   Attributes:
-    state: uint8 [B, *frame_shape, S] (frames stacked on the last axis, as Dopamine).
-    action: int32 [B].
+    state: [B, *frame_shape, S] of the observation dtype (frames stacked on the last
+      axis, as Dopamine).
+    action: [B, *action_shape] of the action dtype (int32 [B] for discrete actions).
     reward: float32 [B], discounted n-step sum of stored rewards.
-    next_state: uint8 [B, *frame_shape, S].
-    next_action: int32 [B], the action stored at the next state (SARSA-style backups).
+    next_state: [B, *frame_shape, S], as state.
+    next_action: [B, *action_shape], the action stored at the next state (SARSA-style
+      backups).
     terminal: bool [B], a terminal occurred within the n-step trajectory.
     discount: float32 [B], gamma^n * (1 - terminal): multiplies the bootstrap value.
     index: int32 [B], flat index (shard * capacity + i) of each state.

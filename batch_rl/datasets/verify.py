@@ -16,8 +16,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay import fixed_replay
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import fixed_replay
 from batch_rl.tf_utils import gfile
 
 _HASH_CHUNK = 8 << 20

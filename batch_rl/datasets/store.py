@@ -1,7 +1,7 @@
 """A memory-mapped copy of DQN Replay checkpoints on local disk, converted once.
 
 Sources: Dopamine-format .gz checkpoints (`convert`) or RL Unplugged Atari in TFDS
-(`convert_tfds`, laid out as replay/rlu_tfds.py lays out a TFDS load).
+(`convert_tfds`, laid out as datasets/rlu_tfds.py lays out a TFDS load).
 
 Format: a directory of plain, uncompressed `.npy` files plus a JSON manifest:
 
@@ -40,7 +40,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.datasets import dqn_replay_format as fmt
 
 FORMAT = "batch_rl.memmap_store"
 VERSION = 1
@@ -320,7 +320,7 @@ def convert_tfds(tfds_name: str, tfds_data_dir: str, store_dir: str,
   """Converts RL Unplugged Atari checkpoints (TFDS splits) into a store at `store_dir`.
 
   The store holds what `load_fixed_replay(tfds_name=..., tfds_data_dir=...)` builds
-  (replay/rlu_tfds.py): each checkpoint in Dopamine's layout, padded to one capacity
+  (datasets/rlu_tfds.py): each checkpoint in Dopamine's layout, padded to one capacity
   (the longest checkpoint plus one entry) and saved as a not-full buffer, so loading
   the store gives the same arrays and valid indices as the TFDS load of the same
   checkpoints (of all of them; a subset loaded from TFDS is padded to its own longest
@@ -346,7 +346,7 @@ def convert_tfds(tfds_name: str, tfds_data_dir: str, store_dir: str,
       the loader's message.
     InsufficientSpaceError, StoreError: as `convert`.
   """
-  from batch_rl.replay import rlu_tfds  # pylint: disable=g-import-not-at-top
+  from batch_rl.datasets import rlu_tfds  # pylint: disable=g-import-not-at-top
   store_dir = store_dir.rstrip("/")
   builder = rlu_tfds.open_builder(tfds_name, tfds_data_dir)
   source = f"tfds:{tfds_data_dir.rstrip('/')}/{tfds_name}"

@@ -9,10 +9,9 @@ epsilon-greedily on the next state. The environment itself runs on the host.
 
 Training acts in ONE environment, as Dopamine does (one stream of transitions, added
 in order, that the replay's n-step returns and the logged dataset follow). Acting in
-several environments at once would not pay: on MinAtar Breakout at n = 1, env.step
-takes 59 us of a 4.3 ms compiled training step (1.4%; 2 CPU cores, batch 128; 86 us of
-11.2 ms, 0.8%, with the cores shared; `python benchmarks/online_throughput.py` prints
-the figure), the rest being the fused jitted add + update + act call. Evaluation, where
+several environments at once would not pay where the environment's step is a small
+share of the fused jitted add + update + act call (`python benchmarks/online_throughput.py`
+prints that share; README quotes it). Evaluation, where
 no replay is involved, does step several environments in lockstep (`num_eval_envs`).
 
 Dopamine's online defaults: replay capacity 1M, training starts after 20,000 steps,
@@ -40,16 +39,17 @@ import numpy as np
 
 from batch_rl import checkpointing
 from batch_rl import summary_writer
-from batch_rl.agents import common
+from batch_rl.agents import common as agent_common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
-from batch_rl.environments import evaluation
+from batch_rl.datasets import dqn_replay_format as fmt
 from batch_rl.environments import factory
 from batch_rl.replay import circular_buffer
-from batch_rl.replay import dqn_replay_format as fmt
 from batch_rl.replay import prioritized_buffer
-from batch_rl.run_experiment import (ConfigError, _format_duration, _seed_int, make_diagnose,
-                                     write_run_config)
+from batch_rl.runners import common
+from batch_rl.runners import run_dir
+from batch_rl.runners.common import ConfigError
+from batch_rl.runners.diagnose import make_diagnose
 from batch_rl.tf_utils import gfile
 
 log = logging.getLogger("batch_rl")
@@ -123,21 +123,24 @@ class OnlineRunner:
                srank_delta: float = 0.01, log_dataset: bool = False,
                prioritized_replay: bool = False, tandem: Optional[str] = None,
                fork_step: int = 0, keep_checkpoints: int = 2):
-    if not base_dir:
-      raise ConfigError("--base_dir is required: the directory this run writes to.")
+    common.check_base_dir(base_dir)
     if not updates_per_step > 0:
       raise ConfigError(f"`OnlineRunner.updates_per_step` must be > 0 (e.g. 0.25, 1, 8), "
                         f"got {updates_per_step}.")
-    for name, value in (("num_iterations", num_iterations), ("training_steps", training_steps),
-                        ("num_eval_envs", num_eval_envs),
-                        ("epsilon_decay_period", epsilon_decay_period)):
-      if value < 1:
-        raise ConfigError(f"`OnlineRunner.{name}` must be >= 1, got {value}.")
+    common.check_at_least_one("OnlineRunner", num_iterations=num_iterations,
+                              training_steps=training_steps, num_eval_envs=num_eval_envs,
+                              epsilon_decay_period=epsilon_decay_period)
     self.base_dir = base_dir
     self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
+    run_dir.check_same_run(base_dir)
+    if checkpointing.list_iterations(self.checkpoint_dir):
+      raise ConfigError(f"{base_dir} holds checkpoints of an earlier online run; online "
+                        "runs do not resume yet (the replay buffer is not checkpointed). "
+                        "Use a new --base_dir, or --restart to move the old run aside.")
     self.env_name = f"{domain}:{game}"
-    self.env = factory.create_environment(self.env_name, seed=_seed_int(seed, 4))
-    self.agent = agent_fn(num_actions=self.env.num_actions)
+    self.env = factory.create_environment(self.env_name, seed=common.seed_int(seed, 4))
+    self.agent = common.build_agent(agent_fn, "OnlineRunner.agent_fn",
+                                    num_actions=self.env.num_actions)
     stack, n, gamma = self.env.stack_size, self.agent.update_horizon, self.agent.gamma
     needed = max(self.agent.batch_size, stack + n + 1)
     if replay_capacity < needed:
@@ -151,8 +154,6 @@ class OnlineRunner:
     self.num_iterations = num_iterations
     self.training_steps = training_steps
     self.evaluation_steps = evaluation_steps
-    self.eval_epsilon = eval_epsilon
-    self.num_eval_envs = num_eval_envs
     self.updates_per_step = updates_per_step
     self.min_replay_history = min_replay_history
     self.replay_capacity = replay_capacity
@@ -163,15 +164,15 @@ class OnlineRunner:
     self.log_dataset = log_dataset
     self.keep_checkpoints = keep_checkpoints
     self.state_shape = tuple(self.env.observation_shape) + (stack,)
+    # The replay, the acting states and the network's dummy inputs take the
+    # environment's dtypes (uint8 frames for Atari and MinAtar).
+    self.observation_spec = factory.observation_spec_of(self.env)
+    self._action_spec = factory.action_spec_of(self.env)
+    self._state_spec = agent_common.state_spec(self.state_shape, self.observation_spec.dtype)
     self._key = jax.random.PRNGKey(seed)
-    try:
-      self._initial_state = self.agent.init(jax.random.fold_in(self._key, 0), self.state_shape)
-    except common.RepresentationError as e:
-      raise ConfigError(str(e)) from e
-    except ValueError as e:
-      raise ConfigError(f"The network of {type(self.agent).__name__} does not take the "
-                        f"states of {self.env_name} (shape {self.state_shape}): {e}") from e
-    if prioritized_replay and not getattr(self.agent, "supports_prioritized_replay", False):
+    self._initial_state = common.init_agent_state(
+        self.agent, jax.random.fold_in(self._key, 0), self._state_spec, self.env_name)
+    if prioritized_replay and not self.agent.supports_prioritized_replay:
       raise ConfigError(f"`OnlineRunner.prioritized_replay` needs an agent whose loss takes "
                         f"importance weights (DQNAgent, C51Agent), not "
                         f"{type(self.agent).__name__}.")
@@ -192,67 +193,50 @@ class OnlineRunner:
     self.target_update_period = target_period
 
     frame_shape = tuple(self.env.observation_shape)
+    dtypes = dict(observation_dtype=self.observation_spec.dtype,
+                  action_shape=self._action_spec.shape, action_dtype=self._action_spec.dtype)
+    shape = dict(stack_size=stack, update_horizon=n, gamma=gamma)
     if prioritized_replay:
       self._create_buffer = functools.partial(prioritized_buffer.create, replay_capacity,
-                                              frame_shape)
+                                              frame_shape, **dtypes)
       self._add = prioritized_buffer.add
       self._uniform_view = lambda pbuffer: pbuffer.buffer
-
-      def sample(key, pbuffer):
-        return prioritized_buffer.sample_transitions(key, pbuffer, self.agent.batch_size,
-                                                     stack_size=stack, update_horizon=n,
-                                                     gamma=gamma)
-
-      self._train_step = learner.make_prioritized_train_step(
-          self.agent.loss, self.agent.optimizer, sample,
-          prioritized_buffer.update_priorities, target_period)
+      self._train_step = learner.make_train_step(
+          self.agent.loss, self.agent.optimizer,
+          common.make_sampler(prioritized_buffer.sample_transitions, self.agent.batch_size,
+                              **shape),
+          target_period, update_priorities=prioritized_buffer.update_priorities)
     else:
       self._create_buffer = functools.partial(circular_buffer.create, replay_capacity,
-                                              frame_shape)
+                                              frame_shape, **dtypes)
       self._add = circular_buffer.add
       self._uniform_view = lambda buffer: buffer
-
-      def sample(key, buffer):
-        return circular_buffer.sample_transitions(key, buffer, self.agent.batch_size,
-                                                  stack_size=stack, update_horizon=n,
-                                                  gamma=gamma)
-
-      uniform_step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
-                                             target_period)
-
-      def train_step(state, buffer):
-        state, metrics = uniform_step(state, buffer)
-        return state, buffer, metrics
-
+      sample = common.make_sampler(circular_buffer.sample_transitions, self.agent.batch_size,
+                                   **shape)
+      self._train_step = learner.make_train_step(self.agent.loss, self.agent.optimizer,
+                                                 sample, target_period)
       # Forked tandem freezes the active agent at the fork (Ostrovski et al. 2021): it
       # keeps acting with its fixed policy while the passive copy learns.
-      tandem_step = learner.make_tandem_train_step(self.agent.loss, self.agent.optimizer,
-                                                   sample, target_period,
-                                                   train_active=tandem != "forked")
-
-      def tandem_train_step(states, buffer):
-        states, metrics = tandem_step(states, buffer)
-        return states, buffer, metrics
-
-      self._train_step = train_step
-      self._tandem_train_step = tandem_train_step
+      self._tandem_train_step = learner.make_tandem_train_step(
+          self.agent.loss, self.agent.optimizer, sample, target_period,
+          train_active=tandem != "forked")
     self._zero_metrics = self._metric_zeros(self._train_step, self._initial_state)
     if tandem:
       self._initial_passive = self.agent.init(jax.random.fold_in(self._key, 7),
-                                              self.state_shape)
+                                              self._state_spec)
       self._zero_tandem_metrics = self._metric_zeros(
           self._tandem_train_step, (self._initial_state, self._initial_passive))
       if tandem == "forked":  # the active agent's keys stay in the totals, unchanged
         self._zero_tandem_metrics = {**self._zero_metrics, **self._zero_tandem_metrics}
     self._step_fns: dict[int, Callable] = {}
 
-    def sample_diagnostic_batch(key, buffer):
-      return circular_buffer.sample_transitions(key, buffer, diagnostics_batch_size,
-                                                stack_size=stack, update_horizon=n,
-                                                gamma=gamma)
-
-    self._diagnose = make_diagnose(self.agent, sample_diagnostic_batch, srank_delta)
+    self._diagnose = make_diagnose(
+        self.agent, common.make_sampler(circular_buffer.sample_transitions,
+                                        diagnostics_batch_size, **shape), srank_delta)
     self._act = jax.jit(self.agent.act)
+    self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=seed, key=self._key,
+                                      num_envs=num_eval_envs, steps=evaluation_steps,
+                                      epsilon=eval_epsilon)
 
   def _metric_zeros(self, train_step, state):
     _, _, shapes = jax.eval_shape(train_step, state, jax.eval_shape(self._create_buffer))
@@ -345,19 +329,15 @@ class OnlineRunner:
       metrics["Passive/Train/GradientSteps"] = float(state[1].step)
     return state, buffer, metrics
 
-  def _evaluate(self, params, iteration: int) -> evaluation.EvalResult:
-    envs = [factory.create_environment(self.env_name, seed=_seed_int(self.seed, 3, iteration, i))
-            for i in range(self.num_eval_envs)]
-    key = jax.random.fold_in(jax.random.fold_in(self._key, 2), iteration)
-    policy = lambda states, k: self._act(params, states, k, self.eval_epsilon)
-    return evaluation.evaluate(policy, envs, self.evaluation_steps, key)
-
   def _write_dataset(self, buffer, iteration: int) -> None:
     arrays = circular_buffer.to_numpy(self._uniform_view(buffer))
     fmt.write_shard(os.path.join(self.base_dir, "replay_logs"), iteration,
                     observation=arrays["observation"], action=arrays["action"],
                     reward=arrays["reward"], terminal=arrays["terminal"],
-                    add_count=arrays["add_count"], stack_size=self.env.stack_size)
+                    add_count=arrays["add_count"], stack_size=self.env.stack_size,
+                    observation_dtype=arrays["observation"].dtype,
+                    action_shape=arrays["action"].shape[1:],
+                    action_dtype=arrays["action"].dtype)
 
   # ---------------------------------------------------------------- driver
   def run(self, on_iteration: Optional[Callable[[int, dict[str, float]], None]] = None
@@ -368,28 +348,25 @@ class OnlineRunner:
       on_iteration: optional callback, called with (iteration, metrics) after each
         iteration is logged and checkpointed (experiments time iterations with it).
     """
-    if checkpointing.list_iterations(self.checkpoint_dir):
-      raise ConfigError(f"{self.base_dir} holds checkpoints of an earlier online run; online "
-                        "runs do not resume (the replay buffer is not checkpointed). Use a "
-                        "new --base_dir.")
     gfile().makedirs(self.base_dir)
     writer = summary_writer.SummaryWriter(self.base_dir)
     environment = factory.describe_environment(self.env_name, self.env)
-    write_run_config(self.base_dir, writer, {"Config/environment": environment})
+    common.write_run_config(self.base_dir, [writer], {"Config/environment": environment})
     log.info("Environment: %s", environment)
     state = jax.tree.map(jnp.copy, self._initial_state)  # donated to the step function
     if self.tandem == "tandem":
       state = (state, jax.tree.map(jnp.copy, self._initial_passive))
     buffer = self._create_buffer()
     first = self.env.reset()
-    stack = np.zeros(self.state_shape, np.uint8)
+    stack = np.zeros(self.state_shape, self.observation_spec.dtype)
     stack[..., -1] = first
     key = jax.random.fold_in(self._key, 6)
     action = int(self._act(self._initial_state.params, stack[None], key, 1.0)[0])
     carry = dict(frame=first, stack=stack, action=action, env_steps=0,
                  episode_return=0.0, episode_length=0)
-    metrics, durations = {}, []
+    metrics, progress = {}, common.Progress(self.num_iterations)
     for iteration in range(self.num_iterations):
+      progress.start()
       start = time.perf_counter()
       state, buffer, metrics = self._train(state, buffer, iteration, carry)
       train_time = time.perf_counter() - start
@@ -410,14 +387,12 @@ class OnlineRunner:
       checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
       if self.log_dataset:
         self._write_dataset(buffer, iteration)
-      durations.append(time.perf_counter() - start)
       if on_iteration is not None:
         on_iteration(iteration, metrics)
-      eta = np.mean(durations) * (self.num_iterations - iteration - 1)
-      log.info("iteration %d/%d | %.0f env steps/s | %d updates | train return %.2f | "
-               "srank %s | eval return %.2f | ETA %s", iteration + 1, self.num_iterations,
-               metrics["Train/StepsPerSecond"], metrics["Train/GradientSteps"],
-               metrics["Train/EpisodeReturn"], metrics.get("Rank/srank", "-"),
-               metrics.get("Eval/AverageReturn", float("nan")), _format_duration(eta))
+      progress.done(iteration + 1, (
+          f"{metrics['Train/StepsPerSecond']:.0f} env steps/s | "
+          f"{metrics['Train/GradientSteps']:.0f} updates | train return "
+          f"{metrics['Train/EpisodeReturn']:.2f} | srank {metrics.get('Rank/srank', '-')} | "
+          f"eval return {metrics.get('Eval/AverageReturn', float('nan')):.2f}"))
     writer.close()
     return metrics

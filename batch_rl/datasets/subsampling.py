@@ -17,7 +17,7 @@ next state are exactly as stored.
                         checkpoints, until the size is reached (the last one is kept
                         whole, so the size is reached or exceeded by less than one
                         episode). Agarwal et al. 2020 (batch_rl) subsample episodes for
-                        their dataset-size experiments, as issue 7 describes them. An
+                        their dataset-size experiments this way. An
                         episode cut by a checkpoint boundary counts as one trajectory
                         of each checkpoint.
   checkpoint_prefix     the first entries of each checkpoint *file*, in storage order
@@ -29,8 +29,7 @@ next state are exactly as stored.
   first_fraction        the earliest logged data: the loaded checkpoints in suffix order
                         (suffix = training time), each in time order (oldest entry first),
                         cut once the size is reached. Lower-quality initial data, as in
-                        DR3's "first 10%" setting (Kumar et al. 2022, as issue 7 cites
-                        it). It applies to the checkpoints loaded: load them all for the
+                        DR3's "first 10%" setting (Kumar et al. 2022). It applies to the checkpoints loaded: load them all for the
                         paper's setting.
 
 Size: `data_fraction` (of the loaded checkpoints' valid transitions) or
@@ -46,7 +45,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.datasets import dqn_replay_format as fmt
 
 
 class Scheme(str, enum.Enum):

@@ -11,7 +11,7 @@ entries, so episode-initial states are zero-padded stacks. A shard is written (s
 """
 import numpy as np
 
-from batch_rl.replay import dqn_replay_format as fmt
+from batch_rl.datasets import dqn_replay_format as fmt
 
 
 class ReplayLogger:
@@ -19,20 +19,26 @@ class ReplayLogger:
 
   Args:
     replay_dir: the replay_logs directory to write shards into.
-    frame_shape: shape of one frame ((84, 84) for Atari, (10, 10, C) for MinAtar).
+    frame_shape: shape of one frame ((84, 84) for Atari, (10, 10, C) for MinAtar, (4,)
+      for gym:CartPole-v1).
     capacity: entries per shard (1,000,000 in the public dataset).
     stack_size: frames per state (zero entries added at episode starts: stack_size - 1).
     clip_rewards: store rewards clipped to [-1, 1], as the DQN Replay dataset does.
+    observation_dtype: uint8 frames (the default) or float32 vector observations (the
+      environment's `observation_spec.dtype`).
+    action_shape, action_dtype: one action (the environment's `action_spec`): () int32
+      for discrete actions (the default), (d,) float32 for continuous ones.
   """
 
   def __init__(self, replay_dir: str, frame_shape, capacity: int, stack_size: int = 4,
-               clip_rewards: bool = True):
+               clip_rewards: bool = True, observation_dtype=np.uint8,
+               action_shape: tuple[int, ...] = (), action_dtype=np.int32):
     self.replay_dir = replay_dir
     self.capacity = capacity
     self.stack_size = stack_size
     self.clip_rewards = clip_rewards
-    self.observation = np.zeros((capacity,) + tuple(frame_shape), np.uint8)
-    self.action = np.zeros(capacity, np.int32)
+    self.observation = np.zeros((capacity,) + tuple(frame_shape), observation_dtype)
+    self.action = np.zeros((capacity,) + tuple(action_shape), action_dtype)
     self.reward = np.zeros(capacity, np.float32)
     self.terminal = np.zeros(capacity, np.uint8)
     self.add_count = 0
@@ -49,10 +55,12 @@ class ReplayLogger:
       suffix = self.add_count // self.capacity - 1
       fmt.write_shard(self.replay_dir, suffix, observation=self.observation,
                       action=self.action, reward=self.reward, terminal=self.terminal,
-                      add_count=self.add_count, stack_size=self.stack_size)
+                      add_count=self.add_count, stack_size=self.stack_size,
+                      observation_dtype=self.observation.dtype,
+                      action_shape=self.action.shape[1:], action_dtype=self.action.dtype)
       self.suffixes_written.append(suffix)
 
-  def add(self, frame: np.ndarray, action: int, reward: float, terminal: bool) -> None:
+  def add(self, frame: np.ndarray, action, reward: float, terminal: bool) -> None:
     """Adds (o_t, a_t, r_t, terminal_t), zero-padding first at an episode start."""
     last = (self.add_count - 1) % self.capacity
     if self.add_count == 0 or self.terminal[last] == 1:

@@ -16,20 +16,38 @@ import time
 from typing import Callable, Optional, Sequence
 
 import gin
-import jax
 import numpy as np
 
-from batch_rl import regularizers
-from batch_rl import run_experiment
 from batch_rl import summary_writer
 from batch_rl.agents import learner
+from batch_rl.agents import regularizer_terms
+from batch_rl.gridworld import data
 from batch_rl.gridworld import env as env_lib
 from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
+from batch_rl.runners import common
+from batch_rl.runners.common import ConfigError
 from batch_rl.tf_utils import gfile
 
 log = logging.getLogger("batch_rl")
-ConfigError = run_experiment.ConfigError
+
+# The flat coefficients the regulariser terms replaced: binding -> what to bind instead.
+_REPLACED = {
+    "lp_coefficient": ("regularization.lp = @LpRegularizer()", "LpRegularizer.coefficient",
+                       "`LpRegularizer.method = 'gram'`", "lp.gin"),
+    "dr3_coefficient": ("regularization.dr3 = @DR3Regularizer()",
+                        "DR3Regularizer.coefficient", "`DR3Regularizer.variant = 'paper'`",
+                        "dr3.gin"),
+}
+
+
+def _replaced_binding(key: str, value) -> ConfigError:
+  term, coefficient, setting, file = _REPLACED[key]
+  return ConfigError(
+      f"`GridworldRunner.{key}` was replaced by the regulariser terms every agent uses: "
+      f"bind `{term}` with `{coefficient} = {value!r}` and {setting} "
+      f"(gin_configs/regularizers/{file}; gin_configs/gridworld/{file} does this for "
+      "the gridworld), and remove the old binding.")
 
 
 @gin.configurable(denylist=["base_dir"])
@@ -48,8 +66,12 @@ class GridworldRunner:
     target: "soft_q" (FQI), "fqe", "mc", "q_star" (supervised), "oracle" (exact Q^pi).
     full_batch: every step on all (s, a) pairs with exact expected targets.
     reinitialize: fresh network and Adam state at every fitting iteration.
-    lp_coefficient: Lp penalty weight (IUP: 0.001).
-    dr3_coefficient: DR3 penalty weight.
+    regularizers: loss terms added to the TD loss (batch_rl/agents/regularizer_terms.py:
+      Lp, DR3, CQL), e.g. `GridworldRunner.regularizers = [@LpRegularizer()]`; the
+      terms bound by name (`regularization.lp = @LpRegularizer()`, as for every agent)
+      are added after these.
+    lp_coefficient, dr3_coefficient: replaced by `regularizers`; binding them is a
+      ConfigError that says what to bind instead.
     env_steps_per_iteration: E; 0 = offline on a fixed dataset, > 0 = online.
     updates_per_env_step: if set (online), gradient_steps = updates_per_env_step * E.
     buffer_capacity: FIFO capacity (10,000).
@@ -71,16 +93,27 @@ class GridworldRunner:
                seeds: Sequence[int] = (0, 1, 2, 3, 4), num_iterations: int = 500,
                gradient_steps: int = 10, batch_size: int = 128, target: str = "soft_q",
                full_batch: bool = False, reinitialize: bool = False,
-               lp_coefficient: float = 0.0, dr3_coefficient: float = 0.0,
+               regularizers: Sequence[regularizer_terms.Regularizer] = (),
+               lp_coefficient: Optional[float] = None,
+               dr3_coefficient: Optional[float] = None,
                env_steps_per_iteration: int = 0,
                updates_per_env_step: Optional[int] = None, buffer_capacity: int = 10_000,
                dataset_episodes: int = 200, data_policy: str = "uniform",
                srank_delta: float = 0.01, diagnostics_batch_size: int = 128,
                log_every: int = 1, iterations_per_call: Optional[int] = 50,
                scan_unroll: int = 1, fast_compile: bool = False):
-    if not base_dir:
-      raise ConfigError("--base_dir is required: the directory this run writes to.")
+    common.check_base_dir(base_dir)
     name = "GridworldRunner"
+    for key, value in (("lp_coefficient", lp_coefficient),
+                       ("dr3_coefficient", dr3_coefficient)):
+      if value is not None:
+        raise _replaced_binding(key, value)
+    # The runner's own terms, then those bound by name (`regularization.<name>`).
+    terms = tuple(regularizers) + regularizer_terms.regularization()
+    try:
+      fqi.check_regularizers(terms)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     seeds = tuple(int(s) for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
       raise ConfigError(f"`{name}.seeds` must be distinct seeds, got {seeds}.")
@@ -113,21 +146,16 @@ class GridworldRunner:
     if target == fqi.Target.MC and (env_steps_per_iteration or full_batch):
       raise ConfigError(f"`{name}.target` = 'mc' needs the offline dataset "
                         f"(`{name}.env_steps_per_iteration` = 0, full_batch = False).")
-    if full_batch and (dr3_coefficient or env_steps_per_iteration):
-      raise ConfigError(f"`{name}.full_batch` uses exact targets over all pairs: it "
-                        "cannot be combined with DR3 or online collection.")
+    if full_batch and (fqi.needs_next_representation(terms) or env_steps_per_iteration):
+      raise ConfigError(f"`{name}.full_batch` uses exact targets over all pairs, without "
+                        "next states: it cannot be combined with a regulariser that reads "
+                        "phi(s') (DR3) or with online collection.")
     if env_steps_per_iteration > buffer_capacity:
       raise ConfigError(f"`{name}.env_steps_per_iteration` exceeds "
                         f"`{name}.buffer_capacity`.")
     if data_policy not in ("uniform", "expert"):
       raise ConfigError(f"`{name}.data_policy` must be 'uniform' or 'expert', got "
                         f"{data_policy!r}.")
-    for key, value in (("lp_coefficient", lp_coefficient),
-                       ("dr3_coefficient", dr3_coefficient)):
-      try:
-        regularizers.check_coefficient(f"{name}.{key}", value)
-      except ValueError as e:
-        raise ConfigError(str(e)) from None
     try:
       self.env = env_fn()
       self.model = model_fn(self.env.features, self.env.num_actions)
@@ -152,13 +180,12 @@ class GridworldRunner:
     self.logs_per_call = max(1, min(per_call, num_iterations) // log_every)
     self.config = fqi.FQIConfig(
         gradient_steps=gradient_steps, batch_size=batch_size, target=target,
-        full_batch=full_batch, reinitialize=reinitialize,
-        lp_coefficient=float(lp_coefficient), dr3_coefficient=float(dr3_coefficient),
+        full_batch=full_batch, reinitialize=reinitialize, regularizers=terms,
         env_steps_per_iteration=env_steps_per_iteration, buffer_capacity=buffer_capacity,
         dataset_episodes=dataset_episodes, srank_delta=srank_delta,
         diagnostics_batch_size=diagnostics_batch_size, log_every=log_every,
         scan_unroll=scan_unroll)
-    self.arrays = fqi.env_arrays(self.env, data_policy)
+    self.arrays = data.env_arrays(self.env, data_policy)
     self._init, self._run = fqi.make_vmapped(self.config, self.model, optimizer,
                                              fast_compile=fast_compile)
     self.state = None  # the seeds' FQIState after `run` (for inspection)
@@ -170,36 +197,29 @@ class GridworldRunner:
     return (f"{self.env.describe()}; {self.model.description}; target {c.target.value}, "
             f"T={c.gradient_steps}, K={self.num_iterations}, "
             f"{'full batch' if c.full_batch else f'batch {c.batch_size}'}, {mode}; "
-            f"reinit={c.reinitialize}, Lp={c.lp_coefficient}, DR3={c.dr3_coefficient}; "
+            f"reinit={c.reinitialize}; regularizers: "
+            f"{fqi.describe_regularizers(c.regularizers)}; "
             f"seeds {list(self.seeds)}")
-
-  def _write_config(self, writers) -> None:
-    config = gin.operative_config_str()
-    path = os.path.join(self.base_dir, "config.gin")
-    with gfile().GFile(path + ".tmp", "w") as f:
-      f.write(config)
-    gfile().rename(path + ".tmp", path, overwrite=True)
-    for w in writers:
-      w.text("Config/gin", "```\n" + config + "\n```")
-      w.text("Config/data", self.describe())
 
   def run(self) -> dict[str, np.ndarray]:
     """Trains every seed for num_iterations; returns {tag: [seeds, logs]} arrays."""
     gfile().makedirs(self.base_dir)
     writers = [summary_writer.SummaryWriter(os.path.join(self.base_dir, f"seed_{s}"))
                for s in self.seeds]
-    self._write_config(writers)
+    common.write_run_config(self.base_dir, writers, {"Config/data": self.describe()})
     log.info("%s", self.describe())
     state = self._init(fqi.seed_keys(self.seeds), self.arrays)
     total_logs = self.num_iterations // self.log_every
     history: dict[str, list] = {}
-    done, durations, start_all = 0, [], time.perf_counter()
+    done, start_all = 0, time.perf_counter()
+    progress = common.Progress(self.num_iterations)
     while done < total_logs:
       n = min(self.logs_per_call, total_logs - done)
+      progress.start()
       start = time.perf_counter()
       state, metrics = self._run(state, self.arrays, n)
       metrics = fqi.to_numpy(metrics)  # [seeds, n]
-      durations.append(time.perf_counter() - start)
+      seconds = time.perf_counter() - start
       for j in range(n):
         step = (done + j + 1) * self.log_every - 1
         for i, w in enumerate(writers):
@@ -208,16 +228,13 @@ class GridworldRunner:
         history.setdefault(k, []).append(v)
       done += n
       iterations = done * self.log_every
-      rate = (self.log_every * n * len(self.seeds)) / durations[-1]
-      eta = np.mean(durations) / n * (total_logs - done)
-      log.info(
-          "iteration %d/%d | %d seeds | %.1f seed-iterations/s | srank %.1f | "
-          "|Q-Q*| %.3g | normalised return %.2f | %.1f s | ETA %s", iterations,
-          self.num_iterations, len(self.seeds), rate,
-          np.mean(metrics["Gridworld/srank_all_states"][:, -1]),
-          np.mean(metrics["Gridworld/QError_mean"][:, -1]),
-          np.mean(metrics["Gridworld/NormalizedReturn"][:, -1]), durations[-1],
-          run_experiment._format_duration(eta))  # pylint: disable=protected-access
+      rate = (self.log_every * n * len(self.seeds)) / seconds
+      progress.done(iterations, (
+          f"{len(self.seeds)} seeds | {rate:.1f} seed-iterations/s | srank "
+          f"{np.mean(metrics['Gridworld/srank_all_states'][:, -1]):.1f} | |Q-Q*| "
+          f"{np.mean(metrics['Gridworld/QError_mean'][:, -1]):.3g} | normalised return "
+          f"{np.mean(metrics['Gridworld/NormalizedReturn'][:, -1]):.2f}"),
+                    count=n * self.log_every)
     elapsed = time.perf_counter() - start_all
     log.info("Trained %d seeds x %d fitting iterations in %.1f s (%.3f seeds/s, "
              "compilation included).", len(self.seeds), self.num_iterations, elapsed,

@@ -13,101 +13,29 @@ from typing import Callable, Optional
 
 import gin
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from batch_rl import checkpointing
-from batch_rl import diagnostics
-from batch_rl import losses
-from batch_rl import regularizers
 from batch_rl import summary_writer
-from batch_rl.agents import common
+from batch_rl.agents import common as agent_common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
-from batch_rl.environments import evaluation
+from batch_rl.datasets import fixed_replay
+from batch_rl.datasets import streaming
 from batch_rl.environments import factory
-from batch_rl.replay import fixed_replay
 from batch_rl.replay import sampler
-from batch_rl.replay import streaming
+from batch_rl.runners import common
+from batch_rl.runners import run_dir
+from batch_rl.runners.common import ConfigError
+from batch_rl.runners.diagnose import make_diagnose
 from batch_rl.tf_utils import gfile
 
 log = logging.getLogger("batch_rl")
 
 # Gradient steps fused into one jit call when `FixedReplayRunner.fused_steps` is None.
-# XLA's CPU backend runs a lax.scan of a conv-net update ~6x slower than the same
-# update called plainly (Nature DQN: 2.2 vs 12.8 steps/s, benchmarks/throughput.py),
-# so CPU calls one unscanned step per call; accelerators fuse K steps.
+# XLA's CPU backend runs a lax.scan of a conv-net update several times slower than the
+# same update called plainly (benchmarks/throughput.py prints both), so CPU calls one
+# unscanned step per call; accelerators fuse K steps.
 DEFAULT_FUSED_STEPS = {"cpu": 1, "gpu": 250, "tpu": 250}
-
-
-class ConfigError(ValueError):
-  """A user-facing configuration problem, reported before training starts."""
-
-
-def _format_duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-def _seed_int(*entropy: int) -> int:
-  return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] % (2**31 - 1))
-
-
-def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
-  """Jitted `(params, target_params, data, key) -> {tag: value}`, the per-iteration
-  diagnostics of every runner, on the batch `sample_fn(key, data)` draws.
-
-  One SVD of Phi on the batch (diagnostics.all_diagnostics), DR3's action-aware dot
-  products with the backup's a' and the dataset's next action, mean Q(s, a_data) and
-  mean max_a Q(s, a), and, where the data has returns-to-go, Q(s, a_data) against the
-  Monte-Carlo return.
-  """
-  action_dots = regularizers.DR3Config(features="action")
-  # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
-  compute_srank_eig = jax.default_backend() != "tpu"
-
-  def diagnose(params, target_params, data, key):
-    sample_key, backup_key = jax.random.split(key)
-    batch = sample_fn(sample_key, data)
-    online = agent.apply(params, batch.state)
-    phi_next = agent.apply(params, batch.next_state).representation
-    metrics = diagnostics.all_diagnostics(online.representation, phi_next,
-                                          delta=srank_delta,
-                                          compute_srank_eig=compute_srank_eig)
-    # DR3's phi(s, a)^T phi(s', a') with action-aware features (phi (x) e_a): a' from
-    # the agent's own backup, and the dataset's next action (the SARSA pairing).
-    for tag, next_action in (
-        ("Features/dot_next_backup",
-         agent.backup_next_action(params, target_params, batch, backup_key)),
-        ("Features/dot_next_data", batch.next_action)):
-      metrics[tag] = regularizers.dr3_penalty(
-          online.representation, phi_next, action=batch.action, next_action=next_action,
-          num_actions=agent.num_actions, config=action_dots)
-    q_data = losses.select(online.q_values, batch.action)
-    metrics["Value/QData"] = jnp.mean(q_data)
-    metrics["Value/QMax"] = jnp.mean(jnp.max(online.q_values, axis=-1))
-    if batch.return_to_go is not None:
-      # Over/under-estimation against the discounted return the data actually got.
-      metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
-      metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
-    return metrics
-
-  return jax.jit(diagnose)
-
-
-def write_run_config(base_dir: str, writer, texts: dict[str, str]) -> None:
-  """Writes the operative gin config to <base_dir>/config.gin (atomically) and, with
-  `texts` (tag -> line: data, environment and its ROM), as TensorBoard text."""
-  config = gin.operative_config_str()
-  path = os.path.join(base_dir, "config.gin")
-  with gfile().GFile(path + ".tmp", "w") as f:
-    f.write(config)
-  gfile().rename(path + ".tmp", path, overwrite=True)
-  writer.text("Config/gin", "```\n" + config + "\n```")
-  for tag, text in texts.items():
-    writer.text(tag, text)
 
 
 @gin.configurable(denylist=["base_dir"])
@@ -137,7 +65,7 @@ class FixedReplayRunner:
     stream_window_transitions: None (default) puts the whole dataset on the device;
       a number streams it from the store (`load_fixed_replay.store_dir`) through a
       device window of that many transitions, refilled by a host thread
-      (replay/streaming.py; `StreamingReplay.*` bindings tune it).
+      (datasets/streaming.py; `StreamingReplay.*` bindings tune it).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -149,25 +77,32 @@ class FixedReplayRunner:
                diagnostics_batch_size: int = 2048, srank_delta: float = 0.01,
                fused_steps: Optional[int] = None, scan_unroll: int = 1,
                keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None):
-    if not base_dir:
-      raise ConfigError("--base_dir is required: the directory this run writes to.")
-    for name, value in (("num_iterations", num_iterations), ("training_steps", training_steps),
-                        ("num_eval_envs", num_eval_envs)):
-      if value < 1:
-        raise ConfigError(f"`FixedReplayRunner.{name}` must be >= 1, got {value}.")
+    common.check_base_dir(base_dir)
+    common.check_at_least_one("FixedReplayRunner", num_iterations=num_iterations,
+                              training_steps=training_steps, num_eval_envs=num_eval_envs,
+                              diagnostics_batch_size=diagnostics_batch_size,
+                              scan_unroll=scan_unroll, keep_checkpoints=keep_checkpoints,
+                              **({} if fused_steps is None else {"fused_steps": fused_steps}),
+                              **({} if stream_window_transitions is None else
+                                 {"stream_window_transitions": stream_window_transitions}))
+    common.check_runner_values("FixedReplayRunner", evaluation_steps=evaluation_steps,
+                               eval_epsilon=eval_epsilon, srank_delta=srank_delta)
     self.base_dir = base_dir
     self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
     self.env_name = f"{domain}:{game}"
     self.num_iterations = num_iterations
+    run_dir.check_same_run(base_dir)
+    self.finished = common.is_finished(self.checkpoint_dir, num_iterations)
+    if self.finished:  # nothing to load or compile: run() says so and returns
+      return
     self.training_steps = training_steps
     self.evaluation_steps = evaluation_steps
-    self.eval_epsilon = eval_epsilon
-    self.num_eval_envs = num_eval_envs
     self.seed = seed
     self.keep_checkpoints = keep_checkpoints
 
     probe_env = factory.create_environment(self.env_name, seed=seed)
-    self.agent = agent_fn(num_actions=probe_env.num_actions)
+    self.agent = common.build_agent(agent_fn, "FixedReplayRunner.agent_fn",
+                                    num_actions=probe_env.num_actions)
     data_seed = seed if data_seed is None else data_seed
     stream = {} if stream_window_transitions is None else {"stream": True}
     self.replay = replay_fn(game=game, seed=data_seed, stack_size=probe_env.stack_size,
@@ -176,16 +111,10 @@ class FixedReplayRunner:
     self._check_shapes(probe_env)
     self.environment_description = factory.describe_environment(self.env_name, probe_env)
     self._key = jax.random.PRNGKey(seed)
-    try:
-      self._initial_state = self.agent.init(jax.random.fold_in(self._key, 0),
-                                            self.replay.state_shape)
-    except common.RepresentationError as e:
-      raise ConfigError(str(e)) from e
-    except ValueError as e:
-      raise ConfigError(
-          f"The network of {type(self.agent).__name__} does not take the states of "
-          f"{self.replay.replay_dir} (shape {self.replay.state_shape}): {e} Bind "
-          "`DQNAgent.network` to a network for this data.") from e
+    self._initial_state = common.init_agent_state(
+        self.agent, jax.random.fold_in(self._key, 0),
+        agent_common.state_spec(self.replay.state_shape, self.replay.observation_dtype),
+        self.replay.replay_dir)
 
     backend = jax.default_backend()
     self.fused_steps = min(fused_steps or DEFAULT_FUSED_STEPS.get(backend, 1), training_steps)
@@ -204,12 +133,9 @@ class FixedReplayRunner:
     else:
       self.replay = dataclasses.replace(self.replay, arrays=jax.device_put(self.replay.arrays))
       self._data = self.replay.arrays
-    gamma, n, stack = self.agent.gamma, self.agent.update_horizon, self.replay.stack_size
-
-    def sample(key, data):
-      return sampler.sample_transitions(key, data, self.agent.batch_size, stack_size=stack,
-                                        update_horizon=n, gamma=gamma)
-
+    shape = dict(stack_size=self.replay.stack_size, update_horizon=self.agent.update_horizon,
+                 gamma=self.agent.gamma)
+    sample = common.make_sampler(sampler.sample_transitions, self.agent.batch_size, **shape)
     step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
                                    self.agent.target_update_period)
     donate = backend != "cpu"  # XLA:CPU cannot donate buffers; it would only warn.
@@ -222,12 +148,13 @@ class FixedReplayRunner:
       self._steps_per_call.append(remainder)
     self._zero_metrics = learner.zero_metrics(step, self._initial_state, self._data)
 
-    def sample_diagnostic_batch(key, data):
-      return sampler.sample_transitions(key, data, diagnostics_batch_size, stack_size=stack,
-                                        update_horizon=n, gamma=gamma)
-
-    self._diagnose = make_diagnose(self.agent, sample_diagnostic_batch, srank_delta)
-    self._act = jax.jit(self.agent.act)
+    self._diagnose = make_diagnose(
+        self.agent, common.make_sampler(sampler.sample_transitions, diagnostics_batch_size,
+                                        **shape), srank_delta)
+    self._last_metrics: dict[str, float] = {}  # the last logged iteration's
+    self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=seed, key=self._key,
+                                      num_envs=num_eval_envs, steps=evaluation_steps,
+                                      epsilon=eval_epsilon)
 
   def _check_shapes(self, env: factory.Environment) -> None:
     if tuple(env.observation_shape) != tuple(self.replay.frame_shape):
@@ -236,6 +163,20 @@ class FixedReplayRunner:
           f"environment {self.env_name!r} produces {tuple(env.observation_shape)}. Check "
           "`FixedReplayRunner.domain`/`game` against the data "
           "(`load_fixed_replay.replay_dir`).")
+    spec = factory.observation_spec_of(env)
+    if spec.dtype != self.replay.observation_dtype:
+      raise ConfigError(
+          f"The frames in {self.replay.replay_dir} are {self.replay.observation_dtype} but "
+          f"environment {self.env_name!r} produces {spec.dtype}. Check "
+          "`FixedReplayRunner.domain`/`game` against the data "
+          "(`load_fixed_replay.replay_dir`).")
+    action_spec = factory.action_spec_of(env)
+    if tuple(action_spec.shape) != self.replay.action_shape:
+      raise ConfigError(
+          f"The actions in {self.replay.replay_dir} have shape {self.replay.action_shape} "
+          f"but environment {self.env_name!r} takes actions of shape "
+          f"{tuple(action_spec.shape)}. Check `FixedReplayRunner.domain`/`game` against "
+          "the data (`load_fixed_replay.replay_dir`).")
 
   # ---------------------------------------------------------------- phases
   def _train(self, state):
@@ -248,14 +189,6 @@ class FixedReplayRunner:
     totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
     return state, {k: float(v) / self.training_steps for k, v in totals.items()}
 
-  def _evaluate(self, params, iteration: int) -> evaluation.EvalResult:
-    envs = [factory.create_environment(self.env_name,
-                                       seed=_seed_int(self.seed, 3, iteration, i))
-            for i in range(self.num_eval_envs)]
-    key = jax.random.fold_in(jax.random.fold_in(self._key, 2), iteration)
-    policy = lambda states, k: self._act(params, states, k, self.eval_epsilon)
-    return evaluation.evaluate(policy, envs, self.evaluation_steps, key)
-
   def run_iteration(self, state, iteration: int):
     """One iteration; returns (state, metrics with the iteration's TensorBoard scalars)."""
     start = time.perf_counter()
@@ -264,12 +197,18 @@ class FixedReplayRunner:
     metrics["Train/StepsPerSecond"] = self.training_steps / train_time
     if self._stream is not None:
       metrics["Data/StreamStalls"] = self._stream.pop_stalls()
+    self._check_finite(iteration, metrics, state)
     diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
     metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
                                                  self._data, diag_key)))
+    self._check_finite(iteration, metrics, state)
     if self.evaluation_steps > 0:
       metrics.update(self._evaluate(state.params, iteration).metrics())
     return state, {k: float(v) for k, v in metrics.items()}
+
+  def _check_finite(self, iteration: int, metrics: dict, state) -> None:
+    common.check_finite(iteration, self.num_iterations, metrics, state.params,
+                        self._last_metrics, self.checkpoint_dir)
 
   # ---------------------------------------------------------------- driver
   def _compile(self, state):
@@ -280,14 +219,19 @@ class FixedReplayRunner:
              self.fused_steps, time.perf_counter() - start)
 
   def _write_config(self, writer) -> None:
-    write_run_config(self.base_dir, writer, {"Config/data": self.replay.describe(),
-                                             "Config/environment": self.environment_description})
+    common.write_run_config(self.base_dir, [writer],
+                            {"Config/data": self.replay.describe(),
+                             "Config/environment": self.environment_description})
 
   def run(self) -> dict[str, float]:
     """Trains to `num_iterations`, resuming if base_dir holds a checkpoint.
 
     Returns the metrics of the last iteration run (empty if already complete).
     """
+    if self.finished:
+      log.info("%s is complete (%d iterations); nothing to do.", self.base_dir,
+               self.num_iterations)
+      return {}
     gfile().makedirs(self.base_dir)
     restored = checkpointing.restore_latest(self.checkpoint_dir, self._initial_state)
     start_iteration, state = (0, self._initial_state) if restored is None else (
@@ -309,34 +253,21 @@ class FixedReplayRunner:
         self._data = self._stream.start(start_iteration * self.training_steps)
     state = jax.device_put(state)
     self._compile(state)
-    metrics, durations = {}, []
+    metrics, progress = {}, common.Progress(self.num_iterations)
     for iteration in range(start_iteration, self.num_iterations):
-      start = time.perf_counter()
+      progress.start()
       state, metrics = self.run_iteration(state, iteration)
+      self._last_metrics = metrics
       writer.scalars(iteration, metrics)
       checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
-      durations.append(time.perf_counter() - start)
-      eta = np.mean(durations) * (self.num_iterations - iteration - 1)
-      log.info(
-          "iteration %d/%d | %.0f steps/s | loss %.4g | srank %d | return %.2f (%d episodes) "
-          "| %.1f s | ETA %s", iteration + 1, self.num_iterations,
-          metrics["Train/StepsPerSecond"], metrics["Train/Loss"], metrics["Rank/srank"],
-          metrics.get("Eval/AverageReturn", float("nan")),
-          metrics.get("Eval/NumEpisodes", 0), durations[-1], _format_duration(eta))
+      progress.done(iteration + 1, (
+          f"{metrics['Train/StepsPerSecond']:.0f} steps/s | loss {metrics['Train/Loss']:.4g} "
+          f"| srank {metrics['Rank/srank']:.0f} | return "
+          f"{metrics.get('Eval/AverageReturn', float('nan')):.2f} "
+          f"({metrics.get('Eval/NumEpisodes', 0):.0f} episodes)"))
     writer.close()
     if self._stream is not None:
       self._stream.close()
       log.info("Streaming: %d refreshes, %d stalls (%.1f s).", self._stream.refreshes,
                self._stream.stalls, self._stream.stall_seconds)
     return metrics
-
-
-@gin.configurable(denylist=["base_dir"])
-def create_runner(base_dir: str, runner_fn: Callable[..., object] = FixedReplayRunner):
-  """The runner `train.py` builds: `create_runner.runner_fn = @SomeRunner` in gin.
-
-  Every runner takes `base_dir` and offers `run()`; FixedReplayRunner (offline, the
-  default) is the one defined here.
-  """
-  return runner_fn(base_dir=base_dir)
-

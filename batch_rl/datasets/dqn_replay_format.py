@@ -4,7 +4,7 @@ Dopamine's ``OutOfGraphReplayBuffer.save(dir, N)`` writes, into
 ``<root>/<Game>/<run>/replay_logs/``, one gzip-compressed ``.npy`` file per item:
 
   ``$store$_observation_ckpt.N.gz``  uint8   [capacity, *observation_shape]
-  ``$store$_action_ckpt.N.gz``       int32   [capacity]
+  ``$store$_action_ckpt.N.gz``       int32   [capacity, *action_shape]
   ``$store$_reward_ckpt.N.gz``       float32 [capacity]
   ``$store$_terminal_ckpt.N.gz``     uint8   [capacity]
   ``add_count_ckpt.N.gz``            int64   [] (transitions ever added, padding included)
@@ -14,10 +14,20 @@ Recent Dopamine also writes ``episode_end_indices_ckpt.N.gz``, a *pickle* of a P
 set. It is never needed and never opened here: every file is parsed by our own ``.npy``
 header reader, which refuses object dtypes, so nothing is ever unpickled.
 
+The dtypes above are Dopamine's defaults. Its buffer takes ``observation_dtype``,
+``action_shape`` and ``action_dtype`` arguments and saves whatever its arrays hold, so
+a domain with vector observations writes float32 observations, and one with continuous
+actions float32 actions [capacity, *action_shape]; both are read and written here
+(``write_shard(..., observation_dtype=, action_shape=, action_dtype=)``), with uint8
+observations and int32 scalar actions the default.
+
 Dtype policy when reading: an on-disk store array is accepted if its dtype casts to the
-canonical dtype above with ``np.can_cast(..., casting="safe")`` (e.g. a bool terminal, an
-int16 or big-endian int32 action); ``read_shard`` returns canonical dtypes. The
-observation must be exactly uint8, since it is streamed straight into a uint8 buffer.
+canonical dtype with ``np.can_cast(..., casting="safe")`` (e.g. a bool terminal, an
+int16 or big-endian int32 action); the canonical dtype of an integer (or bool) action
+is int32, of a float action float32; ``read_shard`` returns canonical dtypes. The
+observation must be exactly uint8 or float32 (``OBSERVATION_DTYPES``), since it is
+streamed straight into a buffer of that dtype. Reward and terminal are scalars per
+entry; the action may have trailing dimensions (a continuous action vector).
 ``add_count`` must be an integer scalar; ``invalid_range`` an integer vector, or a float
 vector of whole numbers (Dopamine's never-filled buffer saves ``np.zeros(stack_size)``,
 float64).
@@ -40,12 +50,17 @@ import numpy as np
 STORE_KEYS = ("observation", "action", "reward", "terminal")
 _STORE_PREFIX = "$store$_"
 _REQUIRED_NAMES = tuple(_STORE_PREFIX + k for k in STORE_KEYS) + ("add_count", "invalid_range")
+# Dopamine's defaults (and the DQN Replay dataset's dtypes).
 _CANONICAL_DTYPES = {
     "observation": np.dtype(np.uint8),
     "action": np.dtype(np.int32),
     "reward": np.dtype(np.float32),
     "terminal": np.dtype(np.uint8),
 }
+# Observation dtypes read and written: image frames, and float vector observations.
+OBSERVATION_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+# Action dtypes read and written: discrete actions, and continuous action vectors.
+ACTION_DTYPES = (np.dtype(np.int32), np.dtype(np.float32))
 _LAYOUT = (
     "expected a Dopamine replay directory <root>/<Game>/<run>/replay_logs/ holding, for each "
     "checkpoint suffix N, the files "
@@ -108,6 +123,8 @@ class ShardInfo(CircularPosition):
       invalid_range: int64 [stack_size + update_horizon], read-only; indices around the
         cursor that Dopamine never samples.
       dtypes: on-disk dtype per STORE_KEYS entry (read_shard returns canonical dtypes).
+      action_shape: per-transition action shape: () for discrete actions, (d,) for a
+        continuous action vector.
     """
 
     replay_dir: str
@@ -117,6 +134,22 @@ class ShardInfo(CircularPosition):
     add_count: int
     invalid_range: np.ndarray
     dtypes: dict[str, np.dtype]
+    action_shape: tuple[int, ...] = ()
+
+    @property
+    def observation_dtype(self) -> np.dtype:
+        """Dtype of the observations (uint8 or float32), as stored and as read."""
+        return np.dtype(self.dtypes["observation"])
+
+    @property
+    def action_dtype(self) -> np.dtype:
+        """Dtype read_shard returns the actions in: int32, or float32 for float actions."""
+        return canonical_action_dtype(self.dtypes["action"])
+
+
+def canonical_action_dtype(dtype) -> np.dtype:
+    """int32 for integer (and bool) actions, float32 for float (continuous) ones."""
+    return np.dtype(np.float32) if np.dtype(dtype).kind == "f" else _CANONICAL_DTYPES["action"]
 
 
 
@@ -129,13 +162,21 @@ def check_same_layout(infos, replay_dir: str, remedy: str) -> None:
                 f"Checkpoints in {replay_dir} differ in shape: suffix {first.suffix} has "
                 f"capacity {first.capacity} and frames {first.observation_shape}, suffix "
                 f"{info.suffix} has {info.capacity} and {info.observation_shape}. {remedy}")
+        kinds = lambda i: (i.observation_dtype, i.action_shape, i.action_dtype)
+        if kinds(info) != kinds(first):
+            raise ReplayFormatError(
+                f"Checkpoints in {replay_dir} differ in dtypes: suffix {first.suffix} has "
+                f"{first.observation_dtype} frames and {first.action_dtype} actions of shape "
+                f"{first.action_shape}, suffix {info.suffix} {info.observation_dtype} and "
+                f"{info.action_dtype} {info.action_shape}. {remedy}")
 
 
 class Shard(NamedTuple):
     """One checkpoint's contents.
 
-    observation: uint8 [C, *observation_shape]; action: int32 [C]; reward: float32 [C];
-    terminal: uint8 [C]. Entries at index >= add_count (when not full) are stale leftovers.
+    observation: uint8 or float32 [C, *observation_shape]; action: int32 [C] (or
+    float32 [C, *action_shape]); reward: float32 [C]; terminal: uint8 [C]. Entries at
+    index >= add_count (when not full) are stale leftovers.
     """
 
     info: ShardInfo
@@ -322,12 +363,20 @@ def _read_small(path: str) -> np.ndarray:
 
 
 def _check_store_dtype(path: str, key: str, dtype: np.dtype) -> None:
-    want = _CANONICAL_DTYPES[key]
-    ok = dtype == want if key == "observation" else np.can_cast(dtype, want, casting="safe")
+    if key == "observation":
+        ok = dtype in OBSERVATION_DTYPES
+        rule = "exactly " + " or ".join(str(d) for d in OBSERVATION_DTYPES)
+    elif key == "action":
+        ok = np.can_cast(dtype, canonical_action_dtype(dtype), casting="safe")
+        rule = ("a dtype safely castable to int32 (discrete actions) or float32 "
+                "(continuous actions)")
+    else:
+        want = _CANONICAL_DTYPES[key]
+        ok = np.can_cast(dtype, want, casting="safe")
+        rule = f"a dtype safely castable to {want}"
     if not ok:
-        rule = "exactly" if key == "observation" else "a dtype safely castable to"
         raise ReplayFormatError(
-            f"Replay file {path!r}: {key} has dtype {dtype}; expected {rule} {want}."
+            f"Replay file {path!r}: {key} has dtype {dtype}; expected {rule}."
         )
 
 
@@ -362,9 +411,10 @@ def read_shard_info(replay_dir: str, suffix: int) -> ShardInfo:
         with _NpyStream(path) as s:
             shapes[key], dtypes[key] = s.shape, s.dtype
         _check_store_dtype(path, key, s.dtype)
-        # Dopamine's defaults: scalar action/reward/terminal per transition.
-        if len(s.shape) < 1 or (key != "observation" and len(s.shape) != 1):
-            want = "[capacity, *observation_shape]" if key == "observation" else "[capacity]"
+        # Scalar reward/terminal per transition (Dopamine's); the action may be a vector.
+        if len(s.shape) < 1 or (key in ("reward", "terminal") and len(s.shape) != 1):
+            want = {"observation": "[capacity, *observation_shape]",
+                    "action": "[capacity, *action_shape]"}.get(key, "[capacity]")
             raise ReplayFormatError(
                 f"Replay file {path!r}: {key} has shape {s.shape}; expected {want}."
             )
@@ -411,6 +461,7 @@ def read_shard_info(replay_dir: str, suffix: int) -> ShardInfo:
         add_count=int(add_count.ravel()[0]),
         invalid_range=inv,
         dtypes=dtypes,
+        action_shape=tuple(int(d) for d in shapes["action"][1:]),
     )
 
 
@@ -424,25 +475,28 @@ def read_shard(replay_dir: str, suffix: int, observation_out: np.ndarray | None 
     """Reads checkpoint ``suffix`` of ``replay_dir`` with peak memory near the arrays' size.
 
     The observation is decompressed chunk by chunk straight into ``observation_out`` (a
-    C-contiguous, writeable uint8 array of shape [capacity, *observation_shape], e.g. a
-    slice of a larger preallocated array) or into a fresh ``np.empty``; there is never a
-    second full copy. Returns a Shard with observation uint8 [C, *obs_shape] (the very
-    ``observation_out`` object when given), action int32 [C], reward float32 [C] and
-    terminal uint8 [C]. Raises ReplayFormatError naming the file on any format problem,
-    including truncated or corrupt gzip data.
+    C-contiguous, writeable array of the stored dtype (``info.observation_dtype``: uint8,
+    or float32) and shape [capacity, *observation_shape], e.g. a slice of a larger
+    preallocated array) or into a fresh ``np.empty``; there is never a second full copy.
+    Returns a Shard with observation [C, *obs_shape] of the stored dtype (the very
+    ``observation_out`` object when given), action int32 [C] (float32 [C,
+    *action_shape] for float actions), reward float32 [C] and terminal uint8 [C].
+    Raises ReplayFormatError naming the file on any format problem, including truncated
+    or corrupt gzip data.
     """
     info = read_shard_info(replay_dir, suffix)
     obs_shape = (info.capacity, *info.observation_shape)
+    obs_dtype = info.observation_dtype
     obs_path = _filename(replay_dir, _STORE_PREFIX + "observation", info.suffix)
     if observation_out is None:
-        observation_out = np.empty(obs_shape, dtype=np.uint8)
+        observation_out = np.empty(obs_shape, dtype=obs_dtype)
     else:
         if not isinstance(observation_out, np.ndarray):
             raise TypeError(f"observation_out must be a numpy array, got {type(observation_out)}")
-        if observation_out.dtype != np.uint8 or observation_out.shape != obs_shape:
+        if observation_out.dtype != obs_dtype or observation_out.shape != obs_shape:
             raise ReplayFormatError(
-                f"Replay file {obs_path!r} holds uint8 {obs_shape}, but observation_out is "
-                f"{observation_out.dtype} {observation_out.shape}; expected them to match."
+                f"Replay file {obs_path!r} holds {obs_dtype} {obs_shape}, but observation_out "
+                f"is {observation_out.dtype} {observation_out.shape}; expected them to match."
             )
         if not (observation_out.flags.c_contiguous and observation_out.flags.writeable):
             raise ValueError("observation_out must be C-contiguous and writeable")
@@ -452,9 +506,11 @@ def read_shard(replay_dir: str, suffix: int, observation_out: np.ndarray | None 
 
     arrays = {}
     for key in STORE_KEYS[1:]:
+        shape = (info.capacity, *info.action_shape) if key == "action" else (info.capacity,)
+        want = info.action_dtype if key == "action" else _CANONICAL_DTYPES[key]
         with _NpyStream(_filename(replay_dir, _STORE_PREFIX + key, info.suffix)) as s:
-            _expect_header(s, (info.capacity,), info.dtypes[key])
-            arrays[key] = s.read().astype(_CANONICAL_DTYPES[key], copy=False)
+            _expect_header(s, shape, info.dtypes[key])
+            arrays[key] = s.read().astype(want, copy=False)
     return Shard(info, observation_out, arrays["action"], arrays["reward"], arrays["terminal"])
 
 
@@ -492,12 +548,19 @@ def write_shard(
     invalid_range: np.ndarray | None = None,
     stack_size: int = 4,
     update_horizon: int = 1,
+    observation_dtype=np.uint8,
+    action_shape: tuple[int, ...] = (),
+    action_dtype=np.int32,
 ) -> None:
     """Writes checkpoint ``suffix`` exactly as Dopamine's ``OutOfGraphReplayBuffer.save``.
 
     Args:
-      observation: uint8 [C, *observation_shape] (bool also accepted).
-      action: integer [C], stored int32 (values must fit).
+      observation: [C, *observation_shape], stored as ``observation_dtype``: uint8
+        (the default; bool or integers that fit also accepted) or float32 (float
+        vector observations; Dopamine's ``observation_dtype=np.float32``).
+      action: [C, *action_shape], stored as ``action_dtype``: int32 (the default;
+        integer values must fit) or float32 (continuous actions; Dopamine's
+        ``action_shape=(d,), action_dtype=np.float32``).
       reward: float [C], stored float32.
       terminal: integer/bool [C], stored uint8 (values must fit).
       add_count: transitions ever added, >= 0; stored as an int64 scalar.
@@ -512,16 +575,24 @@ def write_shard(
     validated before anything is written; the directory is created if needed.
     """
     suffix = int(suffix)
-    obs = _coerce("observation", observation, _CANONICAL_DTYPES["observation"])
+    observation_dtype, action_dtype = np.dtype(observation_dtype), np.dtype(action_dtype)
+    for name, dtype, allowed in (("observation_dtype", observation_dtype, OBSERVATION_DTYPES),
+                                 ("action_dtype", action_dtype, ACTION_DTYPES)):
+        if dtype not in allowed:
+            raise ValueError(f"{name} must be one of {[str(d) for d in allowed]}, got {dtype}")
+    obs = _coerce("observation", observation, observation_dtype)
     if obs.ndim < 1 or obs.shape[0] < 1:
         raise ValueError(f"observation must be [capacity >= 1, ...], got shape {obs.shape}")
     capacity = obs.shape[0]
     arrays = {"observation": obs}
+    dtypes = {"action": action_dtype, "reward": _CANONICAL_DTYPES["reward"],
+              "terminal": _CANONICAL_DTYPES["terminal"]}
     for key, value in (("action", action), ("reward", reward), ("terminal", terminal)):
-        a = _coerce(key, value, _CANONICAL_DTYPES[key])
-        if a.shape != (capacity,):
+        a = _coerce(key, value, dtypes[key])
+        want = (capacity, *action_shape) if key == "action" else (capacity,)
+        if a.shape != want:
             raise ValueError(
-                f"{key} has shape {a.shape}; expected ({capacity},) to match observation {obs.shape}"
+                f"{key} has shape {a.shape}; expected {want} to match observation {obs.shape}"
             )
         arrays[key] = a
     if isinstance(add_count, (bool, np.bool_)) or int(add_count) != add_count or add_count < 0:

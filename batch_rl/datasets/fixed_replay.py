@@ -19,11 +19,11 @@ from typing import Optional, Sequence
 import gin
 import numpy as np
 
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay import rlu_tfds
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import rlu_tfds
 from batch_rl.replay import sampler
-from batch_rl.replay import store as store_lib
-from batch_rl.replay import subsampling
+from batch_rl.datasets import store as store_lib
+from batch_rl.datasets import subsampling
 from batch_rl.tf_utils import gfile
 
 
@@ -49,13 +49,28 @@ class FixedReplay:
   def state_shape(self) -> tuple[int, ...]:
     return self.frame_shape + (self.stack_size,)
 
+  @property
+  def observation_dtype(self) -> np.dtype:
+    """The frames' dtype: uint8, or float32 (vector observations); streamed frames
+    (`arrays.observation` None) come from a store, which holds uint8."""
+    if self.arrays.observation is None:
+      return np.dtype(np.uint8)
+    return np.dtype(self.arrays.observation.dtype)
+
+  @property
+  def action_shape(self) -> tuple[int, ...]:
+    """Shape of one stored action: () for discrete actions, (d,) for continuous ones."""
+    return tuple(self.arrays.action.shape[2:])
+
   def describe(self) -> str:
     return (f"{self.num_transitions:,} transitions from {self.replay_dir} "
             f"(checkpoints {list(self.suffixes)}, data_fraction {self.data_fraction}, "
             + (f"num_transitions {self.requested_transitions}, "
                if self.requested_transitions is not None else "")
             + (f"subsample {self.subsample}, " if self.subsample != "uniform_transitions" else "")
-            + f"frames {self.frame_shape}, stack {self.stack_size})")
+            + f"frames {self.frame_shape}"
+            + (f" {self.observation_dtype}" if self.observation_dtype != np.uint8 else "")
+            + f", stack {self.stack_size})")
 
 
 def valid_indices(info: fmt.ShardInfo, terminal: np.ndarray, stack_size: int,
@@ -104,8 +119,7 @@ def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndar
   """np.empty whose data starts on an `alignment`-byte boundary.
 
   jax.device_put on the CPU backend aliases an aligned numpy array instead of copying
-  it, so loaded data is held once, not twice (measured: 3.5 GB of frames, peak RSS 7.1
-  GB unaligned vs 3.5 GB aligned).
+  it, so loaded data is held once, not twice (benchmarks/memory.py measures the peak).
   """
   dtype = np.dtype(dtype)
   nbytes = int(np.prod(shape)) * dtype.itemsize
@@ -157,8 +171,10 @@ def choose_suffixes(available: Sequence[int], suffixes: Optional[Sequence[int]],
 def _shard_arrays_from_files(replay_dir, chosen, infos, gamma, num_workers):
   """Decompresses the chosen checkpoints into preallocated aligned arrays."""
   num_shards, capacity = len(infos), infos[0].capacity
-  observation = aligned_empty((num_shards, capacity) + infos[0].observation_shape, np.uint8)
-  action = aligned_empty((num_shards, capacity), np.int32)
+  observation = aligned_empty((num_shards, capacity) + infos[0].observation_shape,
+                              infos[0].observation_dtype)
+  action = aligned_empty((num_shards, capacity) + infos[0].action_shape,
+                         infos[0].action_dtype)
   reward = aligned_empty((num_shards, capacity), np.float32)
   terminal = aligned_empty((num_shards, capacity), np.uint8)
   return_to_go = aligned_empty((num_shards, capacity), np.float32)
@@ -277,20 +293,20 @@ def load_fixed_replay(
     num_transitions: instead of data_fraction, the number of valid transitions to keep.
     subsample: how the subset is chosen: 'uniform_transitions' (default; per
       checkpoint, uniformly without replacement), 'uniform_trajectories',
-      'checkpoint_prefix' or 'first_fraction' (see replay/subsampling.py).
+      'checkpoint_prefix' or 'first_fraction' (see datasets/subsampling.py).
     store_dir: read the checkpoints from a memory-mapped store made by
       `python -m batch_rl.data convert` instead of the .gz files (replay_dir,
       data_root and run are then not used).
     tfds_name: read RL Unplugged Atari from TFDS instead, e.g.
       'rlu_atari_checkpoints_ordered/Pong_run_1' (suffixes = its checkpoint_NN splits;
-      replay/rlu_tfds.py says how episodes map onto Dopamine's layout).
+      datasets/rlu_tfds.py says how episodes map onto Dopamine's layout).
     tfds_data_dir: the TFDS data_dir (local or gs://) holding `tfds_name`.
     seed: seed of the checkpoint choice and of the subsample.
     stack_size: frames per state (4 for Atari, 1 for MinAtar).
     update_horizon: n of n-step returns; indices too close to the cursor are dropped.
     gamma: discount of the Monte-Carlo returns-to-go stored with the data.
     num_workers: shards decompressed in parallel.
-    stream: the caller streams the frames from the store (replay/streaming.py; set by
+    stream: the caller streams the frames from the store (datasets/streaming.py; set by
       the Runner's `stream_window_transitions`): they are not loaded or copied, and
       `arrays.observation` is None. Needs `store_dir`.
 

@@ -71,9 +71,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from batch_rl.replay import fixed_replay
+from batch_rl.datasets import fixed_replay
 from batch_rl.replay import sampler
-from batch_rl.replay import store as store_lib
+from batch_rl.datasets import store as store_lib
 
 log = logging.getLogger("batch_rl")
 

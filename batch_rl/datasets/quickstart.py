@@ -19,8 +19,8 @@ import gin
 import numpy as np
 
 from batch_rl.environments.minatar import MinAtarEnvironment
-from batch_rl.replay import dqn_replay_format as fmt
-from batch_rl.replay.replay_logger import ReplayLogger
+from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets.replay_logger import ReplayLogger
 
 log = logging.getLogger("batch_rl")
 

@@ -1,0 +1,81 @@
+"""gin config text parsed without running anything: bindings as comparable values.
+
+References (`@name`, `@name()`) and macros (`%name`) become symbols that compare by
+what they name, so two configs can be compared binding by binding (the rebinding
+warnings of config.py, the same-run check of runners/run_dir.py).
+"""
+from typing import Iterator
+
+import gin
+from gin import config_parser
+
+
+class _Reference:
+  """`@name` or `@name()` in a parsed value, compared by the configurable it names."""
+
+  def __init__(self, scoped_name: str, evaluate: bool):
+    scope, _, name = scoped_name.rpartition("/")
+    self.key = (scope, complete_selector(name), evaluate)
+    self.text = "@" + scoped_name + ("()" if evaluate else "")
+
+  def __eq__(self, other):
+    return isinstance(other, _Reference) and self.key == other.key
+
+  def __hash__(self):
+    return hash(self.key)
+
+  def __repr__(self):
+    return self.text
+
+
+class _Macro:
+  """`%name` in a parsed value, compared by name."""
+
+  def __init__(self, name: str):
+    self.name = name
+
+  def __eq__(self, other):
+    return isinstance(other, _Macro) and self.name == other.name
+
+  def __hash__(self):
+    return hash(self.name)
+
+  def __repr__(self):
+    return "%" + self.name
+
+
+class _SymbolicDelegate(config_parser.ParserDelegate):
+  """Parses references and macros into comparable symbols, evaluating nothing."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return _Reference(scoped_configurable_name, evaluate)
+
+  def macro(self, macro_name):
+    return _Macro(macro_name)
+
+
+def complete_selector(selector: str) -> str:
+  """The registered configurable's full selector, so `X` and `module.X` compare equal."""
+  try:
+    # pylint: disable-next=protected-access
+    match = gin.config._REGISTRY.get_match(selector)
+  except (AttributeError, ValueError, KeyError):
+    match = None
+  return match.selector if match is not None else selector
+
+
+
+
+def statements(text: str) -> Iterator[object]:
+  """The statements of a gin config text (bindings, imports, includes), unevaluated."""
+  return iter(config_parser.ConfigParser(text, _SymbolicDelegate()))
+
+
+def bindings(text: str) -> dict[str, object]:
+  """{'[scope/]Configurable.param': value} of the text's bindings (the last one wins)."""
+  out = {}
+  for statement in statements(text):
+    if isinstance(statement, config_parser.BindingStatement) and statement.arg_name:
+      name = f"{statement.selector}.{statement.arg_name}"
+      out[f"{statement.scope}/{name}" if statement.scope else name] = statement.value
+  return out

@@ -1,0 +1,225 @@
+"""What every runner does the same way: configuration errors, seeds, the run's config
+record, agent initialisation, minibatch samplers, evaluation and the progress line."""
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from batch_rl import checkpointing
+from batch_rl import validation
+from batch_rl.agents import base as agent_base
+from batch_rl.agents import learner
+from batch_rl.agents import common as agent_common
+from batch_rl.environments import evaluation
+from batch_rl.environments import factory
+from batch_rl.runners import run_dir
+from batch_rl.tf_utils import gfile
+from batch_rl.validation import ConfigError
+
+log = logging.getLogger("batch_rl")
+
+
+def format_duration(seconds: float) -> str:
+  """'1h02m03s' or '2m03s'."""
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def seed_int(*entropy: int) -> int:
+  """A 31-bit seed derived from integers (environment seeds of runs and evaluations)."""
+  return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0] % (2**31 - 1))
+
+
+def check_base_dir(base_dir: str) -> None:
+  """ConfigError unless base_dir is given and could be created and written to.
+
+  Nothing is created here: the nearest existing ancestor must be a writable directory
+  (local paths; remote ones such as gs:// are checked when first written).
+  """
+  if not base_dir:
+    raise ConfigError("--base_dir is required: the directory this run writes to.")
+  if "://" in base_dir:
+    return
+  path = os.path.abspath(base_dir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise ConfigError(f"--base_dir={base_dir} cannot be created: {path} is a file, not a "
+                      "directory.")
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ConfigError(f"--base_dir={base_dir} cannot be written: {path} is not writable "
+                      "(permissions or a read-only file system).")
+
+
+def check_at_least_one(owner: str, **values: int) -> None:
+  """ConfigError naming `owner.name` for the first value that is not an integer >= 1."""
+  for name, value in values.items():
+    validation.check_int_at_least(f"{owner}.{name}", value, 1)
+
+
+def check_runner_values(owner: str, *, evaluation_steps: int, eval_epsilon: float,
+                        srank_delta: float) -> None:
+  """The bindings every value-based runner shares, checked where they enter."""
+  validation.check_int_at_least(f"{owner}.evaluation_steps", evaluation_steps, 0)
+  validation.check_in_range(f"{owner}.eval_epsilon", eval_epsilon, 0.0, 1.0)
+  validation.check_in_range(f"{owner}.srank_delta", srank_delta, 0.0, 1.0, low_open=True,
+                            high_open=True)
+
+
+def is_finished(checkpoint_dir: str, num_iterations: int) -> bool:
+  """Whether checkpoints of all `num_iterations` iterations were written."""
+  done = checkpointing.list_iterations(checkpoint_dir)
+  return bool(done) and done[-1] >= num_iterations - 1
+
+
+def write_run_config(base_dir: str, writers: Sequence[Any], texts: dict[str, str]) -> None:
+  """Writes the operative gin config to <base_dir>/config.gin (atomically) and, with
+  `texts` (tag -> line: data, environment and its ROM), as TensorBoard text to every
+  writer."""
+  run_dir.record_bindings(base_dir)
+  config = gin.operative_config_str()
+  path = os.path.join(base_dir, run_dir.OPERATIVE_FILE)
+  with gfile().GFile(path + ".tmp", "w") as f:
+    f.write(config)
+  gfile().rename(path + ".tmp", path, overwrite=True)
+  for writer in writers:
+    writer.text("Config/gin", "```\n" + config + "\n```")
+    for tag, text in texts.items():
+      writer.text(tag, text)
+
+
+def build_agent(agent_fn: Callable, binding: str, **kwargs):
+  """agent_fn(**kwargs), checked against the agent contract (agents/base.py)."""
+  agent = agent_fn(**kwargs)
+  try:
+    agent_base.check_agent(agent, binding)
+  except TypeError as e:
+    raise ConfigError(str(e)) from e
+  return agent
+
+
+def init_agent_state(agent, key: jax.Array, state_shape: tuple[int, ...], source: str):
+  """agent.init(key, state_shape), with a network that does not fit the data's states
+  (or returns no features) reported as a ConfigError naming `source`."""
+  try:
+    return agent.init(key, state_shape)
+  except agent_common.RepresentationError as e:
+    raise ConfigError(str(e)) from e
+  except ValueError as e:
+    raise ConfigError(
+        f"The network of {type(agent).__name__} does not take the states of {source} "
+        f"(shape {tuple(state_shape)}): {e} Bind the agent's `network` to a network for "
+        "this data.") from e
+
+
+def make_sampler(sample_transitions: Callable, batch_size: int, *, stack_size: int,
+                 update_horizon: int, gamma: float) -> Callable:
+  """`(key, data) -> batch` drawing `batch_size` transitions with `sample_transitions`
+  (the fixed data's, the circular buffer's or the prioritized one's)."""
+
+  def sample(key, data):
+    return sample_transitions(key, data, batch_size, stack_size=stack_size,
+                              update_horizon=update_horizon, gamma=gamma)
+
+  return sample
+
+
+class Evaluator:
+  """The evaluation phase of a run: `num_envs` fresh environments in lockstep.
+
+  Environment i of iteration t is seeded by seed_int(seed, 3, t, i) and the policy's
+  keys derive from fold_in(fold_in(key, 2), t), so an iteration's evaluation does not
+  depend on what ran before it (a resumed run evaluates as an uninterrupted one).
+  """
+
+  def __init__(self, env_name: str, act: Callable, *, seed: int, key: jax.Array,
+               num_envs: int, steps: int, epsilon: float):
+    self.env_name = env_name
+    self._act = jax.jit(act)
+    self.seed = seed
+    self._key = jax.random.fold_in(key, 2)
+    self.num_envs = num_envs
+    self.steps = steps
+    self.epsilon = epsilon
+
+  def __call__(self, params: Any, iteration: int) -> evaluation.EvalResult:
+    envs = [factory.create_environment(self.env_name,
+                                       seed=seed_int(self.seed, 3, iteration, i))
+            for i in range(self.num_envs)]
+    key = jax.random.fold_in(self._key, iteration)
+    policy = lambda states, k: self._act(params, states, k, self.epsilon)
+    return evaluation.evaluate(policy, envs, self.steps, key)
+
+
+class Progress:
+  """The console line after each iteration, with the mean iteration time's ETA."""
+
+  def __init__(self, total: int):
+    self.total = total
+    self._durations: list[float] = []
+    self._start: Optional[float] = None
+
+  def start(self) -> None:
+    self._start = time.perf_counter()
+
+  def done(self, done: int, fields: str, count: int = 1) -> None:
+    """Logs 'iteration {done}/{total} | fields | <s> s | ETA' for `count` iterations
+    that ended now."""
+    elapsed = time.perf_counter() - self._start
+    self._durations.append(elapsed / count)
+    eta = np.mean(self._durations) * (self.total - done)
+    log.info("iteration %d/%d | %s | %.1f s | ETA %s", done, self.total, fields, elapsed,
+             format_duration(eta))
+    self._start = time.perf_counter()
+
+
+class DivergenceError(RuntimeError):
+  """Training produced a non-finite loss, Q-value or parameter; the run stopped."""
+
+
+# Failures of a run that started (train.py exits 1 on them; input errors exit 2).
+RUN_ERRORS = (DivergenceError, checkpointing.WriteError)
+
+
+# Values whose non-finiteness stops a run (large finite values are the phenomenon this
+# codebase studies, and are only logged).
+WATCHED_TAGS = ("Train/Loss", "Value/QData", "Value/QMax")
+_all_finite = jax.jit(lambda tree: jnp.all(jnp.stack(
+    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])))
+
+
+def check_finite(iteration: int, num_iterations: int, metrics: dict[str, float],
+                 params: Any, last_metrics: dict[str, float], checkpoint_dir: str) -> None:
+  """Raises DivergenceError when this iteration's loss, Q-values or parameters are not
+  finite, naming the iteration, the last finite values and the last good checkpoint
+  (states are checkpointed only after this check, so every kept one is finite)."""
+  problems = []
+  fraction = metrics.get(learner.NON_FINITE, 0.0)
+  if fraction:
+    problems.append(f"{fraction:.1%} of its gradient steps had a NaN or infinite loss")
+  problems += [f"{tag} = {metrics[tag]}" for tag in WATCHED_TAGS
+               if tag in metrics and not math.isfinite(metrics[tag])]
+  if not bool(_all_finite(params)):
+    problems.append("the network's parameters hold NaN or infinite values")
+  if not problems:
+    return
+  last = ", ".join(f"{tag} {last_metrics[tag]:.4g}" for tag in
+                   ("Train/Loss", "Value/QMax", "Rank/srank") if tag in last_metrics)
+  iterations = checkpointing.list_iterations(checkpoint_dir)
+  kept = (f"the last good checkpoint is iteration {iterations[-1]}'s in {checkpoint_dir}"
+          if iterations else "no checkpoint was written yet")
+  raise DivergenceError(
+      f"Training diverged in iteration {iteration + 1} of {num_iterations} (TensorBoard "
+      f"step {iteration}): {'; '.join(problems)}. "
+      + (f"Last finite values (the iteration before): {last}. " if last else "")
+      + f"Nothing of this iteration was logged or checkpointed; {kept}. A smaller "
+      "`create_optimizer.learning_rate` (or gradient clipping, "
+      "`create_optimizer.max_grad_norm`) usually keeps it finite.")
