@@ -126,6 +126,13 @@ def test_divergence_stops_the_run_and_writes_nothing_of_it(tmp_path, replay_dir)
   assert not glob.glob(os.path.join(base, "checkpoints", "*"))
 
 
+def test_batch_size_zero_is_a_message_not_a_traceback(tmp_path, replay_dir):
+  result = train(str(tmp_path / "run"), small(replay_dir, "DQNAgent.batch_size = 0"))
+  assert result.returncode == 2
+  assert "`DQNAgent.batch_size` must be >= 1, got 0." in error_of(result)
+  assert not (tmp_path / "run").exists()
+
+
 def test_base_dir_under_a_regular_file(tmp_path, replay_dir):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
@@ -191,6 +198,11 @@ BAD_BINDINGS = [
     ("load_fixed_replay.data_fraction = 1.5", "load_fixed_replay.data_fraction"),
     ("load_fixed_replay.data_fraction = 0", "load_fixed_replay.data_fraction"),
     ("LpRegularizer.coefficient = -1", "LpRegularizer.coefficient"),
+    ("DQNAgent.batch_size = 0", "DQNAgent.batch_size"),
+    ("DQNAgent.gamma = 1.5", "DQNAgent.gamma"),
+    ("DQNAgent.gamma = -0.1", "DQNAgent.gamma"),
+    ("DQNAgent.update_horizon = 0", "DQNAgent.update_horizon"),
+    ("DQNAgent.target_update_period = 0", "DQNAgent.target_update_period"),
 ]
 
 

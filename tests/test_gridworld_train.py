@@ -265,3 +265,26 @@ def test_replaced_coefficients_say_what_to_bind(binding, message, tmp_path):
   with pytest.raises(common.ConfigError, match=message):
     registry.create_runner(base_dir=str(out))
   assert not out.exists()
+
+
+def test_an_interrupted_run_resumes_with_every_step_logged_once(tmp_path):
+  """A run stopped after one call and rerun with the full budget logs what an
+  uninterrupted run logs, each fitting iteration exactly once."""
+  path = os.path.join(GIN_DIR, "fqi_t10.gin")
+  bindings = TINY + ["GridworldRunner.iterations_per_call = 2"]
+  whole = tmp_path / "whole"
+  _runner(path, bindings + ["GridworldRunner.num_iterations = 4"], whole).run()
+  resumed = tmp_path / "resumed"
+  _runner(path, bindings + ["GridworldRunner.num_iterations = 2"], resumed).run()
+  # An interrupted call that logged iteration 2 before it could checkpoint.
+  extra = summary_writer.SummaryWriter(str(resumed / "seed_3"))
+  extra.scalars(2, {"Train/Loss": 123.0})
+  extra.close()
+  _runner(path, bindings + ["GridworldRunner.num_iterations = 4"], resumed).run()
+  a = summary_writer.read_scalars(str(whole / "seed_3"))
+  b = summary_writer.read_scalars(str(resumed / "seed_3"))
+  for tag in ("Train/Loss", "Gridworld/srank_all_states", "Eval/AverageReturn"):
+    assert b[tag] == a[tag], tag
+  assert {s: len(v) for s, v in b["Train/Loss"].items()} == {0: 1, 1: 1, 2: 1, 3: 1}
+  # A finished run says so and trains nothing.
+  assert _runner(path, bindings + ["GridworldRunner.num_iterations = 4"], resumed).run() == {}

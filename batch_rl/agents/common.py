@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from batch_rl import networks
+from batch_rl import validation
 from batch_rl.agents import learner
 from batch_rl.agents import regularizer_terms
 
@@ -126,6 +127,11 @@ class ValueAgent:
              update_horizon: int, batch_size: int, target_update_period: int,
              regularizers: Sequence[regularizer_terms.Regularizer],
              double_dqn: bool = False, outputs_per_action: int = 1) -> None:
+    owner = type(self).__name__
+    validation.check_int_at_least(f"{owner}.batch_size", batch_size, 1)
+    validation.check_int_at_least(f"{owner}.update_horizon", update_horizon, 1)
+    validation.check_int_at_least(f"{owner}.target_update_period", target_update_period, 1)
+    validation.check_in_range(f"{owner}.gamma", gamma, 0.0, 1.0)
     self.num_actions = num_actions
     # The agent's own terms, then those bound by name (`regularization.<name>`).
     self.regularizers = tuple(regularizers) + regularizer_terms.regularization()

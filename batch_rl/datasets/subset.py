@@ -20,6 +20,7 @@ import numpy as np
 
 from batch_rl.datasets import dqn_replay_format as fmt
 from batch_rl.datasets import fixed_replay
+from batch_rl.datasets import sources
 from batch_rl.datasets import store as store_lib
 from batch_rl.datasets import subsampling
 
@@ -115,7 +116,7 @@ def inspect(path: str) -> str:
     for suffix, add_count in zip(s.suffixes, s.add_counts):
       lines.append(f"  ckpt {suffix}: add_count {add_count:,}")
     return "\n".join(lines)
-  replay_dir = fixed_replay.resolve_replay_dir(path, None, None, 1)
+  replay_dir = sources.resolve_replay_dir(path, None, None, 1)
   complete = fmt.list_suffixes(replay_dir)
   incomplete = fmt.incomplete_suffixes(replay_dir)
   lines = [f"DQN Replay directory {replay_dir}",

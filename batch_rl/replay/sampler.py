@@ -39,7 +39,7 @@ class ReplayArrays(NamedTuple):
     valid: int32 [num_valid], flat indices shard * capacity + i of the states that
       may be sampled (uniformly).
     return_to_go: optional float32 [num_shards, capacity], discounted Monte-Carlo
-      return from each entry to its episode's end (fixed_replay.returns_to_go).
+      return from each entry to its episode's end (datasets/sources.py returns_to_go).
   """
 
   observation: jax.Array

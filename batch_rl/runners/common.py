@@ -116,7 +116,7 @@ def init_agent_state(agent, key: jax.Array, state_shape: tuple[int, ...], source
   except ValueError as e:
     raise ConfigError(
         f"The network of {type(agent).__name__} does not take the states of {source} "
-        f"(shape {tuple(state_shape)}): {e} Bind the agent's `network` to a network for "
+        f"(shape {tuple(getattr(state_shape, 'shape', state_shape))}): {e} Bind the agent's `network` to a network for "
         "this data.") from e
 
 

@@ -6,7 +6,9 @@ All seeds train together (jit(vmap) over a leading seed axis); the fitting itera
 run in calls of `iterations_per_call` (one compiled lax.scan each) so that progress can
 be logged; `iterations_per_call = num_iterations` makes the whole run one call. Each
 seed writes its TensorBoard events to base_dir/seed_<k>/; step = fitting iteration.
-Runs take minutes, so there is no checkpointing: rerunning the command starts afresh.
+After every call the seeds' state is checkpointed; rerunning the command resumes
+from the last call (events logged past it are dropped first), and a finished run
+says so and returns.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Callable, Optional, Sequence
 import gin
 import numpy as np
 
+from batch_rl import checkpointing
 from batch_rl import summary_writer
 from batch_rl.agents import learner
 from batch_rl.agents import regularizer_terms
@@ -26,6 +29,7 @@ from batch_rl.gridworld import env as env_lib
 from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
 from batch_rl.runners import common
+from batch_rl.runners import run_dir
 from batch_rl.runners.common import ConfigError
 from batch_rl.tf_utils import gfile
 
@@ -173,6 +177,8 @@ class GridworldRunner:
       raise ConfigError(f"`{name}.dataset_episodes` must be >= 1 offline.")
 
     self.base_dir = base_dir
+    self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
+    run_dir.check_same_run(base_dir)
     self.seeds = seeds
     self.num_iterations = num_iterations
     self.log_every = log_every
@@ -202,16 +208,30 @@ class GridworldRunner:
             f"seeds {list(self.seeds)}")
 
   def run(self) -> dict[str, np.ndarray]:
-    """Trains every seed for num_iterations; returns {tag: [seeds, logs]} arrays."""
+    """Trains every seed for num_iterations, resuming from base_dir's checkpoint;
+    returns {tag: [seeds, logs]} arrays of the iterations this call ran."""
+    if common.is_finished(self.checkpoint_dir, self.num_iterations):
+      log.info("%s is complete (%d iterations); nothing to do.", self.base_dir,
+               self.num_iterations)
+      return {}
     gfile().makedirs(self.base_dir)
-    writers = [summary_writer.SummaryWriter(os.path.join(self.base_dir, f"seed_{s}"))
-               for s in self.seeds]
-    common.write_run_config(self.base_dir, writers, {"Config/data": self.describe()})
-    log.info("%s", self.describe())
     state = self._init(fqi.seed_keys(self.seeds), self.arrays)
+    restored = checkpointing.restore_latest(self.checkpoint_dir, state)
+    done = 0 if restored is None else (restored[0] + 1) // self.log_every
+    seed_dirs = [os.path.join(self.base_dir, f"seed_{s}") for s in self.seeds]
+    for seed_dir in seed_dirs:  # events an interrupted run logged past its checkpoint
+      summary_writer.drop_events_after(seed_dir, done * self.log_every - 1)
+    writers = [summary_writer.SummaryWriter(d) for d in seed_dirs]
+    if restored is None:
+      common.write_run_config(self.base_dir, writers, {"Config/data": self.describe()})
+    else:
+      state = restored[1]
+      log.info("Resuming %s from fitting iteration %d.", self.base_dir,
+               done * self.log_every)
+    log.info("%s", self.describe())
     total_logs = self.num_iterations // self.log_every
     history: dict[str, list] = {}
-    done, start_all = 0, time.perf_counter()
+    start_all = time.perf_counter()
     progress = common.Progress(self.num_iterations)
     while done < total_logs:
       n = min(self.logs_per_call, total_logs - done)
@@ -228,6 +248,7 @@ class GridworldRunner:
         history.setdefault(k, []).append(v)
       done += n
       iterations = done * self.log_every
+      checkpointing.save(self.checkpoint_dir, iterations - 1, state, keep=2)
       rate = (self.log_every * n * len(self.seeds)) / seconds
       progress.done(iterations, (
           f"{len(self.seeds)} seeds | {rate:.1f} seed-iterations/s | srank "
