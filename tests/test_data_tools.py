@@ -137,3 +137,36 @@ def test_cli_runs_as_a_module(source, tmp_path):
   assert out.returncode == 0, out.stderr
   assert "Wrote 40 transitions" in out.stdout
   assert fixed_replay.load_fixed_replay(str(tmp_path / "sub")).num_transitions == 40
+
+
+def test_inspect_and_verify_report_a_stale_tail_and_a_backwards_add_count(tmp_path):
+  """A full checkpoint, then a partial one whose buffer still holds, past its cursor,
+  40 entries of an earlier pass (3 of them terminal): information, not errors."""
+  capacity, frames = 100, (4, 4)
+  rng = np.random.default_rng(0)
+
+  def arrays(terminal):
+    return dict(observation=rng.integers(1, 255, (capacity,) + frames, dtype=np.uint8),
+                action=rng.integers(1, 3, capacity).astype(np.int32),
+                reward=np.ones(capacity, np.float32), terminal=terminal)
+
+  full_terminal = np.zeros(capacity, np.uint8)
+  full_terminal[[30, 60, 90]] = 1
+  fmt.write_shard(str(tmp_path), 0, add_count=250, **arrays(full_terminal))
+  partial = arrays(np.zeros(capacity, np.uint8))
+  partial["terminal"][[70, 80, 95]] = 1  # past the cursor at 60
+  for key in ("observation", "action", "reward"):
+    partial[key][60:] = 0
+  partial["action"][60:100] = 2  # the stale tail: an earlier pass's actions
+  fmt.write_shard(str(tmp_path), 1, add_count=60, **partial)
+
+  text = data_tools.inspect(str(tmp_path))
+  assert "checkpoint 1: 40 of the 40 entries past the cursor (add_count 60" in text
+  assert "checkpoint 1: 3 terminal flags past the cursor" in text
+  assert "checkpoint 1: add_count 60 runs backwards from checkpoint 0's 250." in text
+  report = verify.verify(str(tmp_path))
+  assert report["errors"] == []
+  assert any("40 of the 40 entries past the cursor" in n for n in report["notes"])
+  assert any("3 terminal flags past the cursor" in n for n in report["notes"])
+  assert any("runs backwards" in n for n in report["notes"])
+  assert report["checkpoints"]["1"]["stats"]["episodes_ended"] == 0

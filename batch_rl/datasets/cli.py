@@ -112,6 +112,8 @@ def cmd_verify(args) -> int:
         f"Report: {output}")
   for name in changed:
     print(f"CHANGED since the last verify: {name}")
+  for note in report["notes"]:
+    print(f"NOTE: {note}")
   for error in report["errors"]:
     print(f"ERROR: {error}")
   return 1 if report["errors"] or changed else 0

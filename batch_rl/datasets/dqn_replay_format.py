@@ -362,6 +362,11 @@ def _read_small(path: str) -> np.ndarray:
         return s.read()
 
 
+def read_store_array(replay_dir: str, key: str, suffix: int) -> np.ndarray:
+    """One small stored array of a checkpoint ("terminal", "action", "reward")."""
+    return _read_small(_filename(replay_dir, _STORE_PREFIX + key, suffix))
+
+
 def _check_store_dtype(path: str, key: str, dtype: np.dtype) -> None:
     if key == "observation":
         ok = dtype in OBSERVATION_DTYPES

@@ -23,6 +23,7 @@ from batch_rl.datasets import fixed_replay
 from batch_rl.datasets import sources
 from batch_rl.datasets import store as store_lib
 from batch_rl.datasets import subsampling
+from batch_rl.datasets import verify
 
 
 def compact_layout(shard: subsampling.ShardData, kept: np.ndarray, stack_size: int,
@@ -107,7 +108,9 @@ def write_subset(replay_dir: str, out_dir: str, scheme: str, *, data_fraction: f
 
 
 def inspect(path: str) -> str:
-  """A human-readable summary of a replay directory or a converted store (headers only)."""
+  """A human-readable summary of a replay directory or a converted store: headers, and
+  the small arrays of partial checkpoints (notes on stale tails and add_counts that run
+  backwards; frames are not read)."""
   if store_lib.is_store(path):
     s = store_lib.open_store(path)
     lines = [f"memory-mapped store {path} (converted from {s.source})",
@@ -123,9 +126,14 @@ def inspect(path: str) -> str:
            f"  complete checkpoints ({len(complete)}): {complete}"]
   for suffix, missing in incomplete.items():
     lines.append(f"  INCOMPLETE checkpoint {suffix}: missing {[os.path.basename(m) for m in missing]}")
-  total = 0
+  total, notes, add_counts = 0, [], {}
   for suffix in complete:
     info = fmt.read_shard_info(replay_dir, suffix)
+    add_counts[suffix] = info.add_count
+    if not info.is_full:  # the small arrays past the cursor (frames are left unread)
+      notes += verify.tail_notes(
+          suffix, info, fmt.read_store_array(replay_dir, "terminal", suffix),
+          [fmt.read_store_array(replay_dir, key, suffix) for key in ("action", "reward")])
     stored = info.capacity if info.is_full else info.cursor
     total += stored
     lines.append(f"  ckpt {suffix}: capacity {info.capacity:,}, add_count {info.add_count:,}"
@@ -133,4 +141,5 @@ def inspect(path: str) -> str:
                  f"{info.observation_shape}, dtypes "
                  f"{ {k: str(v) for k, v in info.dtypes.items()} }")
   lines.append(f"  stored transitions: {total:,}")
+  lines += [f"  NOTE: {note}" for note in notes + verify.order_notes(add_counts)]
   return "\n".join(lines)

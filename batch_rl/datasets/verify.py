@@ -71,13 +71,52 @@ def shard_stats(shard: fmt.Shard, stack_size: int = 4) -> dict:
   }
 
 
+def tail_notes(suffix: int, info: fmt.ShardInfo, terminal: np.ndarray,
+               others: Sequence[np.ndarray] = ()) -> list[str]:
+  """Information (not errors) about the entries of a partial checkpoint past its cursor.
+
+  Dopamine's buffer is saved whole, so a checkpoint written before its buffer filled
+  up can hold, past the cursor, entries of an earlier pass (a stale tail). They are
+  never sampled (valid states end before the cursor), but they are data a reader
+  should know is there. `others`: further arrays of the checkpoint to look at
+  (actions, rewards, frames).
+  """
+  if info.is_full or info.cursor >= info.capacity:
+    return []
+  past = slice(info.cursor, info.capacity)
+  held = terminal[past] != 0
+  for array in others:
+    tail = np.asarray(array[past])
+    held |= tail.reshape(tail.shape[0], -1).any(axis=1)
+  notes = []
+  if held.any():
+    notes.append(f"checkpoint {suffix}: {int(held.sum()):,} of the {info.capacity - info.cursor:,} "
+                 f"entries past the cursor (add_count {info.add_count:,}, capacity "
+                 f"{info.capacity:,}) hold data: a stale tail, never sampled.")
+  ends = int(np.count_nonzero(terminal[past]))
+  if ends:
+    notes.append(f"checkpoint {suffix}: {ends:,} terminal flags past the cursor (in the "
+                 "stale tail; not counted as episodes).")
+  return notes
+
+
+def order_notes(add_counts: dict[int, int]) -> list[str]:
+  """Information about add_counts that run backwards from one checkpoint to the next
+  (a partial last checkpoint, saved from a buffer that was emptied or restarted)."""
+  suffixes = sorted(add_counts)
+  return [f"checkpoint {b}: add_count {add_counts[b]:,} runs backwards from checkpoint "
+          f"{a}'s {add_counts[a]:,}."
+          for a, b in zip(suffixes, suffixes[1:]) if add_counts[b] < add_counts[a]]
+
+
 def verify(replay_dir: str, suffixes: Optional[Sequence[int]] = None, stack_size: int = 4,
            on_checkpoint: Optional[Callable[[int], None]] = None) -> dict:
   """Checks every checkpoint of `replay_dir`; returns the JSON-able report.
 
   report["checkpoints"][str(suffix)] holds "files" ({path: {"sha256", "bytes"}}) and
   either "stats" (shard_stats) or "error" (the message naming the file at fault).
-  report["errors"] lists those messages; report["totals"] sums the statistics.
+  report["errors"] lists those messages; report["notes"] what is unusual but not
+  wrong (tail_notes, order_notes); report["totals"] sums the statistics.
   """
   found = fmt.incomplete_suffixes(replay_dir)  # also raises if the directory is missing
   try:
@@ -87,7 +126,7 @@ def verify(replay_dir: str, suffixes: Optional[Sequence[int]] = None, stack_size
   every = sorted(set(complete) | set(found))
   chosen = every if suffixes is None else sorted(int(s) for s in suffixes)
   report = {"replay_dir": replay_dir, "stack_size": stack_size, "checkpoints": {},
-            "errors": []}
+            "errors": [], "notes": []}
   buffer = None  # one observation buffer reused across checkpoints of the same shape
   for suffix in chosen:
     entry = {"files": {}}
@@ -106,8 +145,10 @@ def verify(replay_dir: str, suffixes: Optional[Sequence[int]] = None, stack_size
       if buffer is None or buffer.shape != shape:
         buffer = None
         buffer = np.empty(shape, np.uint8)
-      entry["stats"] = shard_stats(fmt.read_shard(replay_dir, suffix, observation_out=buffer),
-                                   stack_size)
+      shard = fmt.read_shard(replay_dir, suffix, observation_out=buffer)
+      entry["stats"] = shard_stats(shard, stack_size)
+      report["notes"] += tail_notes(suffix, info, shard.terminal,
+                                    (shard.action, shard.reward, shard.observation))
     except fmt.ReplayFormatError as e:
       entry["error"] = str(e)
       report["errors"].append(str(e))
@@ -115,6 +156,8 @@ def verify(replay_dir: str, suffixes: Optional[Sequence[int]] = None, stack_size
     if on_checkpoint is not None:
       on_checkpoint(suffix)
   stats = [c["stats"] for c in report["checkpoints"].values() if "stats" in c]
+  report["notes"] += order_notes({int(k): c["stats"]["add_count"]
+                                  for k, c in report["checkpoints"].items() if "stats" in c})
   report["totals"] = {key: sum(s[key] for s in stats) for key in
                       ("stored_transitions", "valid_transitions", "episodes_ended")}
   return report

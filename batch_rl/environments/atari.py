@@ -162,7 +162,7 @@ def ale_seed(seed: int) -> int:
 
 
 @gin.configurable
-class AtariEnvironment:
+class AtariEnvironment(specs.DiscreteFrames):
   """One Atari game with Dopamine's preprocessing. See the module docstring.
 
   Attributes:
@@ -180,14 +180,6 @@ class AtariEnvironment:
   """
 
   stack_size = 4
-
-  @property
-  def observation_spec(self) -> specs.ObservationSpec:
-    return specs.ObservationSpec(self.observation_shape, np.uint8)
-
-  @property
-  def action_spec(self) -> specs.DiscreteActionSpec:
-    return specs.DiscreteActionSpec(self.num_actions)
 
   def __init__(
       self,

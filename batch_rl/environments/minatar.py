@@ -26,7 +26,7 @@ GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 
 @gin.configurable
-class MinAtarEnvironment:
+class MinAtarEnvironment(specs.DiscreteFrames):
   """One MinAtar game.
 
   Attributes:
@@ -41,14 +41,6 @@ class MinAtarEnvironment:
   """
 
   stack_size = 1
-
-  @property
-  def observation_spec(self) -> specs.ObservationSpec:
-    return specs.ObservationSpec(self.observation_shape, np.uint8)
-
-  @property
-  def action_spec(self) -> specs.DiscreteActionSpec:
-    return specs.DiscreteActionSpec(self.num_actions)
 
   def __init__(
       self,

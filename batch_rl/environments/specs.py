@@ -102,3 +102,19 @@ ActionSpec = Union[DiscreteActionSpec, BoxActionSpec]
 def state_shape(observation: ObservationSpec, stack_size: int) -> tuple[int, ...]:
   """Shape of one agent state: the observation's shape plus a trailing stack axis."""
   return observation.shape + (int(stack_size),)
+
+
+class DiscreteFrames:
+  """Specs of an environment of uint8 frames (`observation_shape`) and discrete
+  actions (`num_actions`): Atari and MinAtar."""
+
+  observation_shape: tuple[int, ...]
+  num_actions: int
+
+  @property
+  def observation_spec(self) -> ObservationSpec:
+    return ObservationSpec(self.observation_shape, np.uint8)
+
+  @property
+  def action_spec(self) -> DiscreteActionSpec:
+    return DiscreteActionSpec(self.num_actions)

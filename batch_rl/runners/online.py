@@ -39,6 +39,7 @@ import numpy as np
 
 from batch_rl import checkpointing
 from batch_rl import summary_writer
+from batch_rl import validation
 from batch_rl.agents import common as agent_common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
@@ -71,6 +72,34 @@ def updates_at_step(step: int, updates_per_step: float) -> int:
   """
   return math.floor(updates_per_step * (step + 1) + 1e-9) - math.floor(
       updates_per_step * step + 1e-9)
+
+
+def _check_settings(*, updates_per_step, num_iterations, training_steps, num_eval_envs,
+                    epsilon_decay_period, evaluation_steps, eval_epsilon, epsilon_train,
+                    srank_delta, diagnostics_batch_size, keep_checkpoints,
+                    target_update_env_steps, prioritized_replay, tandem, fork_step) -> None:
+  """ConfigError naming the first OnlineRunner binding out of its range."""
+  if not updates_per_step > 0:
+    raise ConfigError(f"`OnlineRunner.updates_per_step` must be > 0 (e.g. 0.25, 1, 8), "
+                      f"got {updates_per_step}.")
+  common.check_at_least_one(
+      "OnlineRunner", num_iterations=num_iterations, training_steps=training_steps,
+      num_eval_envs=num_eval_envs, epsilon_decay_period=epsilon_decay_period,
+      diagnostics_batch_size=diagnostics_batch_size, keep_checkpoints=keep_checkpoints,
+      **({} if target_update_env_steps is None else
+         {"target_update_env_steps": target_update_env_steps}))
+  common.check_runner_values("OnlineRunner", evaluation_steps=evaluation_steps,
+                             eval_epsilon=eval_epsilon, srank_delta=srank_delta)
+  validation.check_in_range("OnlineRunner.epsilon_train", epsilon_train, 0.0, 1.0)
+  if tandem not in (None, "tandem", "forked"):
+    raise ConfigError(f"`OnlineRunner.tandem` must be None, 'tandem' or 'forked', got "
+                      f"{tandem!r}.")
+  if tandem and prioritized_replay:
+    raise ConfigError("`OnlineRunner.tandem` runs with uniform replay only (whose "
+                      "priorities would the passive agent follow?); unset "
+                      "`OnlineRunner.prioritized_replay`.")
+  if tandem == "forked" and not 0 <= fork_step:
+    raise ConfigError(f"`OnlineRunner.fork_step` must be >= 0, got {fork_step}.")
 
 
 @gin.configurable(denylist=["base_dir"])
@@ -124,12 +153,14 @@ class OnlineRunner:
                prioritized_replay: bool = False, tandem: Optional[str] = None,
                fork_step: int = 0, keep_checkpoints: int = 2):
     common.check_base_dir(base_dir)
-    if not updates_per_step > 0:
-      raise ConfigError(f"`OnlineRunner.updates_per_step` must be > 0 (e.g. 0.25, 1, 8), "
-                        f"got {updates_per_step}.")
-    common.check_at_least_one("OnlineRunner", num_iterations=num_iterations,
-                              training_steps=training_steps, num_eval_envs=num_eval_envs,
-                              epsilon_decay_period=epsilon_decay_period)
+    _check_settings(
+        updates_per_step=updates_per_step, num_iterations=num_iterations,
+        training_steps=training_steps, num_eval_envs=num_eval_envs,
+        epsilon_decay_period=epsilon_decay_period, evaluation_steps=evaluation_steps,
+        eval_epsilon=eval_epsilon, epsilon_train=epsilon_train, srank_delta=srank_delta,
+        diagnostics_batch_size=diagnostics_batch_size, keep_checkpoints=keep_checkpoints,
+        target_update_env_steps=target_update_env_steps,
+        prioritized_replay=prioritized_replay, tandem=tandem, fork_step=fork_step)
     self.base_dir = base_dir
     self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
     run_dir.check_same_run(base_dir)
@@ -177,49 +208,14 @@ class OnlineRunner:
                         f"importance weights (DQNAgent, C51Agent), not "
                         f"{type(self.agent).__name__}.")
     self.prioritized_replay = prioritized_replay
-    if tandem not in (None, "tandem", "forked"):
-      raise ConfigError(f"`OnlineRunner.tandem` must be None, 'tandem' or 'forked', got "
-                        f"{tandem!r}.")
-    if tandem and prioritized_replay:
-      raise ConfigError("`OnlineRunner.tandem` runs with uniform replay only (whose "
-                        "priorities would the passive agent follow?); unset "
-                        "`OnlineRunner.prioritized_replay`.")
-    if tandem == "forked" and not 0 <= fork_step:
-      raise ConfigError(f"`OnlineRunner.fork_step` must be >= 0, got {fork_step}.")
     self.tandem, self.fork_step = tandem, fork_step
     target_period = self.agent.target_update_period
     if target_update_env_steps is not None:
       target_period = max(1, round(target_update_env_steps * updates_per_step))
     self.target_update_period = target_period
 
-    frame_shape = tuple(self.env.observation_shape)
-    dtypes = dict(observation_dtype=self.observation_spec.dtype,
-                  action_shape=self._action_spec.shape, action_dtype=self._action_spec.dtype)
     shape = dict(stack_size=stack, update_horizon=n, gamma=gamma)
-    if prioritized_replay:
-      self._create_buffer = functools.partial(prioritized_buffer.create, replay_capacity,
-                                              frame_shape, **dtypes)
-      self._add = prioritized_buffer.add
-      self._uniform_view = lambda pbuffer: pbuffer.buffer
-      self._train_step = learner.make_train_step(
-          self.agent.loss, self.agent.optimizer,
-          common.make_sampler(prioritized_buffer.sample_transitions, self.agent.batch_size,
-                              **shape),
-          target_period, update_priorities=prioritized_buffer.update_priorities)
-    else:
-      self._create_buffer = functools.partial(circular_buffer.create, replay_capacity,
-                                              frame_shape, **dtypes)
-      self._add = circular_buffer.add
-      self._uniform_view = lambda buffer: buffer
-      sample = common.make_sampler(circular_buffer.sample_transitions, self.agent.batch_size,
-                                   **shape)
-      self._train_step = learner.make_train_step(self.agent.loss, self.agent.optimizer,
-                                                 sample, target_period)
-      # Forked tandem freezes the active agent at the fork (Ostrovski et al. 2021): it
-      # keeps acting with its fixed policy while the passive copy learns.
-      self._tandem_train_step = learner.make_tandem_train_step(
-          self.agent.loss, self.agent.optimizer, sample, target_period,
-          train_active=tandem != "forked")
+    self._build_replay(replay_capacity, target_period, shape)
     self._zero_metrics = self._metric_zeros(self._train_step, self._initial_state)
     if tandem:
       self._initial_passive = self.agent.init(jax.random.fold_in(self._key, 7),
@@ -237,6 +233,36 @@ class OnlineRunner:
     self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=seed, key=self._key,
                                       num_envs=num_eval_envs, steps=evaluation_steps,
                                       epsilon=eval_epsilon)
+
+  def _build_replay(self, capacity: int, target_period: int, shape: dict) -> None:
+    """The replay buffer's constructor and add, and the train steps that sample it."""
+    frame_shape = tuple(self.env.observation_shape)
+    dtypes = dict(observation_dtype=self.observation_spec.dtype,
+                  action_shape=self._action_spec.shape, action_dtype=self._action_spec.dtype)
+    if self.prioritized_replay:
+      self._create_buffer = functools.partial(prioritized_buffer.create, capacity,
+                                              frame_shape, **dtypes)
+      self._add = prioritized_buffer.add
+      self._uniform_view = lambda pbuffer: pbuffer.buffer
+      self._train_step = learner.make_train_step(
+          self.agent.loss, self.agent.optimizer,
+          common.make_sampler(prioritized_buffer.sample_transitions, self.agent.batch_size,
+                              **shape),
+          target_period, update_priorities=prioritized_buffer.update_priorities)
+    else:
+      self._create_buffer = functools.partial(circular_buffer.create, capacity,
+                                              frame_shape, **dtypes)
+      self._add = circular_buffer.add
+      self._uniform_view = lambda buffer: buffer
+      sample = common.make_sampler(circular_buffer.sample_transitions, self.agent.batch_size,
+                                   **shape)
+      self._train_step = learner.make_train_step(self.agent.loss, self.agent.optimizer,
+                                                 sample, target_period)
+      # Forked tandem freezes the active agent at the fork (Ostrovski et al. 2021): it
+      # keeps acting with its fixed policy while the passive copy learns.
+      self._tandem_train_step = learner.make_tandem_train_step(
+          self.agent.loss, self.agent.optimizer, sample, target_period,
+          train_active=self.tandem != "forked")
 
   def _metric_zeros(self, train_step, state):
     _, _, shapes = jax.eval_shape(train_step, state, jax.eval_shape(self._create_buffer))
