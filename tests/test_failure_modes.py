@@ -7,11 +7,14 @@ import subprocess
 import sys
 
 import gin
+import numpy as np
 import pytest
 
+from batch_rl import checkpointing
 from batch_rl import config as config_lib
+from batch_rl.agents import learner
 from batch_rl.datasets import quickstart
-from batch_rl.runners import registry
+from batch_rl.runners import common, registry
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,3 +220,38 @@ def test_every_bad_numeric_binding_is_named(tmp_path, replay_dir, binding, name)
   assert f"`{name}`" in str(raised.value) or name in str(raised.value)
   assert not (tmp_path / "never").exists()
 
+
+
+def test_check_finite_passes_large_values_and_stops_on_non_finite(tmp_path):
+  params = {"w": np.ones(3, np.float32)}
+  # Large but finite values are the phenomenon under study: no stop.
+  common.check_finite(4, 10, {"Train/Loss": 1e13, "Value/QMax": 4.5e4,
+                              learner.NON_FINITE: 0.0}, params, {}, str(tmp_path))
+  checkpointing.save(str(tmp_path), 3, params)
+  last = {"Train/Loss": 0.5, "Value/QMax": 2.0, "Rank/srank": 100.0}
+  cases = [({"Train/Loss": float("nan")}, params, "Train/Loss = nan"),
+           ({"Value/QMax": float("inf")}, params, "Value/QMax = inf"),
+           ({learner.NON_FINITE: 0.25}, params, "25.0% of its gradient steps"),
+           ({"Train/Loss": 1.0}, {"w": np.array([1.0, np.nan], np.float32)},
+            "parameters hold NaN")]
+  for metrics, tree, expected in cases:
+    with pytest.raises(common.DivergenceError) as raised:
+      common.check_finite(4, 10, metrics, tree, last, str(tmp_path))
+    message = str(raised.value)
+    assert expected in message
+    assert "iteration 5 of 10 (TensorBoard step 4)" in message
+    assert "Train/Loss 0.5, Value/QMax 2, Rank/srank 100" in message
+    assert "the last good checkpoint is iteration 3's" in message
+
+
+def test_an_online_run_that_diverges_stops_before_writing_the_iteration(tmp_path):
+  base = tmp_path / "online"
+  config_lib.parse_gin([os.path.join(REPO, "gin_configs", "online", "minatar_dqn.gin")], [
+      "OnlineRunner.num_iterations = 2", "OnlineRunner.training_steps = 60",
+      "OnlineRunner.evaluation_steps = 0", "OnlineRunner.min_replay_history = 20",
+      "OnlineRunner.replay_capacity = 200", "OnlineRunner.diagnostics_batch_size = 16",
+      "DQNAgent.batch_size = 8", "create_optimizer.learning_rate = 1e30"])
+  runner = registry.create_runner(base_dir=str(base))
+  with pytest.raises(common.DivergenceError, match="Training diverged in iteration 1 of 2"):
+    runner.run()
+  assert not glob.glob(str(base / "checkpoints" / "*"))

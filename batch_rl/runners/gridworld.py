@@ -240,6 +240,10 @@ class GridworldRunner:
       state, metrics = self._run(state, self.arrays, n)
       metrics = fqi.to_numpy(metrics)  # [seeds, n]
       seconds = time.perf_counter() - start
+      # Any seed's NaN or infinite loss (np.max propagates NaN) or parameters stop the run.
+      common.check_finite((done + n) * self.log_every - 1, self.num_iterations,
+                          {"Train/Loss": float(np.max(metrics["Train/Loss"]))}, state.params,
+                          {}, self.checkpoint_dir)
       for j in range(n):
         step = (done + j + 1) * self.log_every - 1
         for i, w in enumerate(writers):

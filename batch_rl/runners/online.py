@@ -355,6 +355,13 @@ class OnlineRunner:
       metrics["Passive/Train/GradientSteps"] = float(state[1].step)
     return state, buffer, metrics
 
+  def _check_finite(self, iteration, prefix, metrics, agent_state, last_metrics) -> None:
+    """common.check_finite on one agent's tags (the passive agent's carry "Passive/")."""
+    own = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+    last = {k[len(prefix):]: v for k, v in last_metrics.items() if k.startswith(prefix)}
+    common.check_finite(iteration, self.num_iterations, own, agent_state.params, last,
+                        self.checkpoint_dir)
+
   def _write_dataset(self, buffer, iteration: int) -> None:
     arrays = circular_buffer.to_numpy(self._uniform_view(buffer))
     fmt.write_shard(os.path.join(self.base_dir, "replay_logs"), iteration,
@@ -391,6 +398,7 @@ class OnlineRunner:
     carry = dict(frame=first, stack=stack, action=action, env_steps=0,
                  episode_return=0.0, episode_length=0)
     metrics, progress = {}, common.Progress(self.num_iterations)
+    last_metrics: dict[str, float] = {}
     for iteration in range(self.num_iterations):
       progress.start()
       start = time.perf_counter()
@@ -400,15 +408,17 @@ class OnlineRunner:
       agents = [("", state)] if not isinstance(state, tuple) else [("", state[0]),
                                                                    ("Passive/", state[1])]
       for prefix, agent_state in agents:
+        self._check_finite(iteration, prefix, metrics, agent_state, last_metrics)
         if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
           diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
           diag = self._diagnose(agent_state.params, agent_state.target_params,
                                 self._uniform_view(buffer), diag_key)
           metrics.update({prefix + k: v for k, v in jax.device_get(diag).items()})
+          self._check_finite(iteration, prefix, metrics, agent_state, last_metrics)
         if self.evaluation_steps > 0:
           evaluated = self._evaluate(agent_state.params, iteration).metrics()
           metrics.update({prefix + k: v for k, v in evaluated.items()})
-      metrics = {k: float(v) for k, v in metrics.items()}
+      metrics = last_metrics = {k: float(v) for k, v in metrics.items()}
       writer.scalars(iteration, metrics)
       checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
       if self.log_dataset:
