@@ -34,6 +34,7 @@ from batch_rl.replay import circular_buffer as cb
 from batch_rl.replay import sampler
 from batch_rl.runners import online
 from batch_rl.runners import registry
+from tests import helpers
 from tests.test_sampler import assert_same_transitions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -348,7 +349,7 @@ def test_online_cartpole_logs_float_data_that_train_py_trains_on(tmp_path):
            "FixedReplayRunner.num_iterations = 2", "FixedReplayRunner.training_steps = 100",
            "FixedReplayRunner.evaluation_steps = 50",
            "FixedReplayRunner.diagnostics_batch_size = 64", *SMALL_NETWORK]]],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+      cwd=REPO, capture_output=True, text=True, timeout=helpers.SUBPROCESS_TIMEOUT, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "iteration 2/2" in result.stderr and "srank" in result.stderr
   scalars = summary_writer.read_scalars(str(offline_base))

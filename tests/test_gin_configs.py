@@ -10,6 +10,7 @@ import pytest
 from batch_rl import config as config_lib
 from batch_rl.runners import offline, registry
 from batch_rl import summary_writer
+from tests import helpers
 from batch_rl.datasets import dqn_replay_format as fmt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +97,10 @@ def test_offline_config_trains_an_atari_iteration_through_train_py(tmp_path, nam
               "FixedReplayRunner.training_steps = 3",
               "FixedReplayRunner.evaluation_steps = 20",
               "FixedReplayRunner.diagnostics_batch_size = 64",
-              "AtariEnvironment.max_episode_steps = 25"]
+              "AtariEnvironment.max_episode_steps = 25",
+              # A narrow representation layer: the same code path, a fraction of the
+              # Nature network's 4M parameters to compile, train and diagnose.
+              "NatureDQNNetwork.hidden_units = 32"]
   if name == "fqe.gin":
     write_policy_checkpoint(str(tmp_path / "policy_run"))
     bindings.append(f"CheckpointPolicy.checkpoint_dir = '{tmp_path / 'policy_run'}'")
@@ -104,7 +108,8 @@ def test_offline_config_trains_an_atari_iteration_through_train_py(tmp_path, nam
       [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={base}",
        f"--gin_files={os.path.join(REPO, 'gin_configs', 'offline', name)}",
        *[f"--gin_bindings={b}" for b in bindings]],
-      capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+      capture_output=True, text=True, cwd=str(tmp_path),
+      timeout=helpers.SUBPROCESS_TIMEOUT)
   assert result.returncode == 0, result.stderr[-3000:]
   scalars = summary_writer.read_scalars(str(base))
   expected = {"Train/Loss", "Rank/srank", "Eval/AverageReturn"}
