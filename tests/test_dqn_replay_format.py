@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl import tf_utils
 
 GENUINE_DIR = "/work/shared/data/dqn_replay/Pong/1/replay_logs"
 # From /work/shared/data/README.md.
@@ -361,7 +362,7 @@ def test_peak_memory_near_array_size(tmp_path):
 
 
 def test_write_is_atomic_and_add_count_last(tmp_path, monkeypatch):
-    tf = fmt._tf()
+    tf = tf_utils.tensorflow()
     renamed = []
     real_rename = tf.io.gfile.rename
 
@@ -386,7 +387,7 @@ def test_failed_rewrite_leaves_no_complete_shard(crb, tmp_path, monkeypatch):
     buf.save(str(tmp_path), 3)
     assert fmt.list_suffixes(str(tmp_path)) == [3]
 
-    tf = fmt._tf()
+    tf = tf_utils.tensorflow()
     real_rename = tf.io.gfile.rename
 
     def failing_rename(src, dst, overwrite=False):

@@ -72,10 +72,7 @@ class C51Agent(common.ValueAgent):
     online, next_online = common.online_outputs(self.apply, params, batch,
                                                 self._needs_next_online, forward_key)
     target_out = self.apply(target_params, batch.next_state)
-    if self.double_dqn:
-      next_action = jnp.argmax(next_online.q_values, axis=1)
-    else:
-      next_action = jnp.argmax(target_out.q_values, axis=1)
+    next_action = common.greedy_next_action(self.double_dqn, next_online, target_out)
     next_probs = jax.nn.softmax(common.select_head(target_out.head_outputs, next_action), axis=-1)
     target_probs = distributional.c51_target(batch.reward, batch.discount, next_probs,
                                              self.support)

@@ -99,6 +99,12 @@ def online_outputs(apply_fn, params: Any, batch, with_next: bool,
           jax.tree.map(lambda x: x[batch_size:], both))
 
 
+def greedy_next_action(double_dqn: bool, next_online, target_out) -> jax.Array:
+  """int32 [B] a' = argmax_a Q(s', a) of the online network (double DQN) or the target."""
+  source = next_online if double_dqn else target_out
+  return jnp.argmax(source.q_values, axis=1).astype(jnp.int32)
+
+
 def split_loss_key(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(forward, regularisers, agent) keys from a loss's key, the same way for all."""
   forward_key, regularizer_key, agent_key = jax.random.split(key, 3)

@@ -58,10 +58,7 @@ class QRDQNAgent(common.ValueAgent):
     online, next_online = common.online_outputs(self.apply, params, batch,
                                                 self._needs_next_online, forward_key)
     target_out = self.apply(target_params, batch.next_state)
-    if self.double_dqn:
-      next_action = jnp.argmax(next_online.q_values, axis=1)
-    else:
-      next_action = jnp.argmax(target_out.q_values, axis=1)
+    next_action = common.greedy_next_action(self.double_dqn, next_online, target_out)
     target_quantiles = distributional.qr_target(
         batch.reward, batch.discount, common.select_head(target_out.head_outputs, next_action))
     quantiles = common.select_head(online.head_outputs, batch.action)

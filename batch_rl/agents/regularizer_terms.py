@@ -2,11 +2,13 @@
 
 Each term reads `LossInputs` (the online network's outputs that the agent's loss has
 already computed) and returns (coefficient * penalty, {tag: penalty}). The penalties
-themselves are the pure functions of batch_rl/regularizers.py. In gin:
+themselves are the pure functions of batch_rl/regularizers.py. In gin, by name for
+every agent (what the files in gin_configs/regularizers/ do, so they stack):
 
-  DQNAgent.regularizers = [@LpRegularizer(), @DR3Regularizer()]
+  regularization.lp = @LpRegularizer()
   LpRegularizer.coefficient = 0.001
-  DR3Regularizer.variant = 'paper'
+
+or per agent: `DQNAgent.regularizers = [@LpRegularizer(), @DR3Regularizer()]`.
 
 Terms: LpRegularizer (IUP), DR3Regularizer (DR3), CQLRegularizer (CQL(H)) and the
 empirical study's auxiliary losses CURLRegularizer and VIBRegularizer. Dropout on the

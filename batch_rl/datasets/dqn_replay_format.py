@@ -42,10 +42,12 @@ import gzip
 import os
 import re
 import uuid
-import zlib
 from typing import NamedTuple
 
 import numpy as np
+
+from batch_rl.datasets.npy_gz import NpyStream, ReplayFormatError, read_array
+from batch_rl.tf_utils import tensorflow
 
 STORE_KEYS = ("observation", "action", "reward", "terminal")
 _STORE_PREFIX = "$store$_"
@@ -67,32 +69,6 @@ _LAYOUT = (
     + ", ".join(f"{n}_ckpt.N.gz" for n in _REQUIRED_NAMES)
 )
 _FILE_RE = re.compile(r"^(?P<name>.+)_ckpt\.(?P<suffix>\d+)\.gz$")
-# Decompress in 1 MiB pieces: gzip's readinto() allocates a temporary bytes object of the
-# requested size (plus a copy inside BufferedReader), so the chunk bounds the overhead.
-_CHUNK = 1 << 20
-_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
-
-_TF = None
-
-
-def _tf():
-    """Imports TensorFlow lazily (slow import), keeping it off any GPU (JAX owns them)."""
-    global _TF
-    if _TF is None:
-        import tensorflow as tf
-
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # Devices already initialised by someone else; harmless.
-            pass
-        _TF = tf
-    return _TF
-
-
-class ReplayFormatError(ValueError):
-    """A replay directory or file does not follow the DQN Replay format."""
-
-
 class CircularPosition:
     """Where a circular buffer of `capacity` entries with `add_count` adds stands."""
 
@@ -211,14 +187,14 @@ _invalid_range = invalid_range  # write_shard's keyword argument shadows the nam
 
 
 def _check_dir(replay_dir: str) -> None:
-    if not _tf().io.gfile.isdir(replay_dir):
+    if not tensorflow().io.gfile.isdir(replay_dir):
         raise ReplayFormatError(f"Replay directory {replay_dir!r} does not exist; {_LAYOUT}.")
 
 
 def _files_by_suffix(replay_dir: str) -> dict[int, set[str]]:
     """Maps each suffix to the set of required item names present for it."""
     found: dict[int, set[str]] = {}
-    for entry in _tf().io.gfile.listdir(replay_dir):
+    for entry in tensorflow().io.gfile.listdir(replay_dir):
         m = _FILE_RE.match(entry.rstrip("/"))
         if m:
             names = found.setdefault(int(m["suffix"]), set())
@@ -268,103 +244,9 @@ def list_suffixes(replay_dir: str) -> list[int]:
 # ----------------------------------------------------------------------------- reading
 
 
-class _NpyStream:
-    """Opens ``path`` (gzip of .npy) and parses its header; use as a context manager.
-
-    Every I/O or decompression failure surfaces as ReplayFormatError naming the path.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self._gfile = None
-        self._gz = None
-
-    def __enter__(self) -> "_NpyStream":
-        tf = _tf()
-        try:
-            self._gfile = tf.io.gfile.GFile(self.path, "rb")
-            self._gz = gzip.GzipFile(fileobj=self._gfile, mode="rb")
-            version = np.lib.format.read_magic(self._gz)
-            if version == (1, 0):
-                header = np.lib.format.read_array_header_1_0(self._gz)
-            elif version == (2, 0):
-                header = np.lib.format.read_array_header_2_0(self._gz)
-            else:
-                self._fail(f"unsupported .npy format version {version}; expected 1.0 or 2.0")
-        except ReplayFormatError:
-            self.__exit__(None, None, None)
-            raise
-        except tf.errors.NotFoundError:
-            self.__exit__(None, None, None)
-            self._fail("file not found")
-        except tf.errors.OpError as e:  # Permissions, gs:// transport errors, ...
-            self.__exit__(None, None, None)
-            self._fail(f"cannot be read ({type(e).__name__}: {e.message})")
-        except Exception as e:  # noqa: BLE001 - anything here means unreadable file.
-            self.__exit__(None, None, None)
-            self._fail(
-                f"not a gzip-compressed .npy file ({type(e).__name__}: {e}); a pickle here "
-                "(as Dopamine writes for episode_end_indices) is refused by design"
-            )
-        self.shape, fortran_order, self.dtype = header
-        if self.dtype.hasobject:
-            self.__exit__(None, None, None)
-            self._fail(f"holds an object array (dtype {self.dtype}), which needs unpickling; "
-                       "expected a plain numeric array saved with allow_pickle=False")
-        if fortran_order:
-            self.__exit__(None, None, None)
-            self._fail("holds a Fortran-ordered array; expected C order as np.save writes "
-                       "for Dopamine's C-contiguous buffers")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for f in (self._gz, self._gfile):
-            if f is not None:
-                try:
-                    f.close()
-                except Exception:  # noqa: BLE001 - closing a broken stream must not mask.
-                    pass
-        self._gz = self._gfile = None
-
-    def _fail(self, what: str):
-        raise ReplayFormatError(f"Replay file {self.path!r}: {what}.")
-
-    def read_into(self, out: np.ndarray) -> np.ndarray:
-        """Streams the payload into C-contiguous ``out`` (same dtype and shape as the header)."""
-        assert out.dtype == self.dtype and out.shape == self.shape and out.flags.c_contiguous
-        flat = out.reshape(-1).view(np.uint8)  # A view: reshape of a contiguous array.
-        pos = 0
-        tf = _tf()
-        try:
-            while pos < flat.size:
-                n = self._gz.readinto(flat[pos : pos + _CHUNK])
-                if not n:
-                    self._fail(f"payload ends after {pos} of {flat.size} bytes "
-                               f"(header says {self.dtype} {self.shape}); file is truncated")
-                pos += n
-            # Reading to the end makes gzip verify its CRC and length trailer.
-            if self._gz.read(1):
-                self._fail(f"has data after the {flat.size}-byte payload of {self.dtype} "
-                           f"{self.shape}; expected exactly one array")
-        except ReplayFormatError:
-            raise
-        except (*_GZIP_ERRORS, tf.errors.OpError) as e:
-            self._fail(f"is truncated or corrupt ({type(e).__name__}: {e}); expected a "
-                       f"complete gzip stream of a {self.dtype} {self.shape} .npy array")
-        return out
-
-    def read(self) -> np.ndarray:
-        return self.read_into(np.empty(self.shape, dtype=self.dtype))
-
-
-def _read_small(path: str) -> np.ndarray:
-    with _NpyStream(path) as s:
-        return s.read()
-
-
 def read_store_array(replay_dir: str, key: str, suffix: int) -> np.ndarray:
     """One small stored array of a checkpoint ("terminal", "action", "reward")."""
-    return _read_small(_filename(replay_dir, _STORE_PREFIX + key, suffix))
+    return read_array(_filename(replay_dir, _STORE_PREFIX + key, suffix))
 
 
 def _check_store_dtype(path: str, key: str, dtype: np.dtype) -> None:
@@ -413,7 +295,7 @@ def read_shard_info(replay_dir: str, suffix: int) -> ShardInfo:
     shapes, dtypes = {}, {}
     for key in STORE_KEYS:
         path = _filename(replay_dir, _STORE_PREFIX + key, suffix)
-        with _NpyStream(path) as s:
+        with NpyStream(path) as s:
             shapes[key], dtypes[key] = s.shape, s.dtype
         _check_store_dtype(path, key, s.dtype)
         # Scalar reward/terminal per transition (Dopamine's); the action may be a vector.
@@ -437,14 +319,14 @@ def read_shard_info(replay_dir: str, suffix: int) -> ShardInfo:
             )
 
     path = _filename(replay_dir, "add_count", suffix)
-    add_count = _read_small(path)
+    add_count = read_array(path)
     if add_count.size != 1 or add_count.dtype.kind not in "iu" or int(add_count.ravel()[0]) < 0:
         raise ReplayFormatError(
             f"Replay file {path!r}: add_count is {add_count.dtype} {add_count.shape} = "
             f"{add_count.ravel()[:4]}; expected a non-negative integer scalar."
         )
     path = _filename(replay_dir, "invalid_range", suffix)
-    inv = _read_small(path)
+    inv = read_array(path)
     ok = inv.ndim == 1 and (
         inv.dtype.kind in "iu"
         or (inv.dtype.kind == "f" and np.all(np.isfinite(inv)) and np.all(inv == np.round(inv)))
@@ -470,7 +352,7 @@ def read_shard_info(replay_dir: str, suffix: int) -> ShardInfo:
     )
 
 
-def _expect_header(s: _NpyStream, shape: tuple, dtype: np.dtype) -> None:
+def _expect_header(s: NpyStream, shape: tuple, dtype: np.dtype) -> None:
     # The headers were validated by read_shard_info; a change means a concurrent rewrite.
     if s.shape != shape or s.dtype != dtype:
         s._fail(f"header changed while reading: now {s.dtype} {s.shape}, expected {dtype} {shape}")
@@ -505,7 +387,7 @@ def read_shard(replay_dir: str, suffix: int, observation_out: np.ndarray | None 
             )
         if not (observation_out.flags.c_contiguous and observation_out.flags.writeable):
             raise ValueError("observation_out must be C-contiguous and writeable")
-    with _NpyStream(obs_path) as s:
+    with NpyStream(obs_path) as s:
         _expect_header(s, obs_shape, info.dtypes["observation"])
         s.read_into(observation_out)
 
@@ -513,7 +395,7 @@ def read_shard(replay_dir: str, suffix: int, observation_out: np.ndarray | None 
     for key in STORE_KEYS[1:]:
         shape = (info.capacity, *info.action_shape) if key == "action" else (info.capacity,)
         want = info.action_dtype if key == "action" else _CANONICAL_DTYPES[key]
-        with _NpyStream(_filename(replay_dir, _STORE_PREFIX + key, info.suffix)) as s:
+        with NpyStream(_filename(replay_dir, _STORE_PREFIX + key, info.suffix)) as s:
             _expect_header(s, shape, info.dtypes[key])
             arrays[key] = s.read().astype(want, copy=False)
     return Shard(info, observation_out, arrays["action"], arrays["reward"], arrays["terminal"])
@@ -610,7 +492,7 @@ def write_shard(
         if inv.ndim != 1 or np.any((inv < 0) | (inv >= capacity)):
             raise ValueError(f"invalid_range must be 1-D indices in [0, {capacity}), got {inv}")
 
-    gfile = _tf().io.gfile
+    gfile = tensorflow().io.gfile
     gfile.makedirs(replay_dir)
     for name in ("add_count", "episode_end_indices"):
         stale = _filename(replay_dir, name, suffix)
@@ -623,7 +505,7 @@ def write_shard(
 
 
 def _atomic_save(path: str, array: np.ndarray) -> None:
-    gfile = _tf().io.gfile
+    gfile = tensorflow().io.gfile
     directory, base = os.path.split(path)
     tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex}")
     try:
