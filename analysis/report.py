@@ -4,7 +4,8 @@ r"""Draws every figure and table the analysis notebooks draw, without Jupyter.
 
 Writes PNG figures and CSV tables into --out and prints what it wrote and what it
 skipped (a figure whose tags no run logged is skipped with the reason; one whose tags
-only some runs logged is drawn from those). See docs/analysis.md.
+only some runs logged is drawn from those). See docs/analysis.md. Exit status 2, with
+one `error:` line, when the logdir is missing or holds nothing to draw.
 """
 import argparse
 import logging
@@ -176,13 +177,13 @@ def main(argv=None) -> int:
     sweep = loading.load_sweep(args.logdir, cache=not args.no_cache)
   except loading.LogdirError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return 2
   if args.agents:
     sweep = sweep.select(agents=args.agents.split(","))
   if sweep.runs.empty or sweep.scalars.empty:
     print(f"error: no scalars to draw under {args.logdir} (agents kept: {args.agents}).",
           file=sys.stderr)
-    return 1
+    return 2
   os.makedirs(args.out, exist_ok=True)
   print(f"{len(sweep.runs)} runs, games {sorted(sweep.runs['game'].unique())}, agents "
         f"{sorted(sweep.runs['agent'].unique())}, hyperparameters {sweep.hyperparameters}")

@@ -124,7 +124,7 @@ def test_report_cli_writes_every_figure(sweep_dir, tmp_path):
 def test_report_bad_input_names_what_is_missing(sweep_dir, tmp_path, capsys):
   from analysis import report as report_lib  # pylint: disable=g-import-not-at-top
   assert report_lib.main(["--logdir", str(tmp_path / "missing"), "--out",
-                          str(tmp_path / "o")]) == 1
+                          str(tmp_path / "o")]) == 2  # bad input
   assert "no such directory" in capsys.readouterr().err
   with pytest.raises(SystemExit) as exit_info:
     report_lib.main(["--help"])
