@@ -119,7 +119,7 @@ def test_scan_equals_successive_steps(unroll):
   assert_trees_close(state5.params, states[5].params, msg="params after 5 steps")
   assert_trees_close(state5.target_params, states[5].target_params, msg="target params")
   assert_trees_close(state5.opt_state, states[5].opt_state, msg="optimizer state")
-  assert set(totals) == {"Train/Loss", "Train/TDError", "Train/QData"}
+  assert set(totals) == {"Train/Loss", "Train/TDError", "Train/QData", "Train/NonFinite"}
   for k in totals:
     expected = 1.5 + sum(float(m[k]) for m in metrics)
     np.testing.assert_allclose(float(totals[k]), expected, rtol=1e-5, err_msg=k)
@@ -131,7 +131,7 @@ def test_scan_equals_successive_steps(unroll):
 def test_zero_metrics():
   agent, raw_step, _ = setup(3)
   zeros = learner.zero_metrics(raw_step, initial_state(agent), make_data(0))
-  assert set(zeros) == {"Train/Loss", "Train/TDError", "Train/QData"}
+  assert set(zeros) == {"Train/Loss", "Train/TDError", "Train/QData", "Train/NonFinite"}
   for v in zeros.values():
     assert v.shape == () and v.dtype == jnp.float32 and float(v) == 0.0
 
