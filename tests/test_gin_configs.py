@@ -1,4 +1,5 @@
 """Every shipped gin config builds, and the Atari one runs an iteration end to end."""
+import functools
 import os
 import subprocess
 import sys
@@ -70,13 +71,20 @@ OFFLINE_CONFIGS = {
 
 
 def write_policy_checkpoint(run_dir):
-  """A DQN run's checkpoint (untrained Nature network): the policy fqe.gin evaluates."""
+  """A DQN run's checkpoint (untrained Nature network, as narrow as the runs below):
+  the policy fqe.gin evaluates."""
   import jax  # pylint: disable=g-import-not-at-top
   from batch_rl import checkpointing  # pylint: disable=g-import-not-at-top
+  from batch_rl import networks  # pylint: disable=g-import-not-at-top
   from batch_rl.agents import dqn  # pylint: disable=g-import-not-at-top
-  state = dqn.DQNAgent(num_actions=6).init(jax.random.PRNGKey(1), (84, 84, 4))
+  network = functools.partial(networks.NatureDQNNetwork, hidden_units=NARROW)
+  state = dqn.DQNAgent(num_actions=6, network=network).init(jax.random.PRNGKey(1),
+                                                            (84, 84, 4))
   checkpointing.save(os.path.join(run_dir, "checkpoints"), 3, state)
 
+
+# Width of the Nature network's representation layer in these runs.
+NARROW = 32
 
 # Offline configs of other domains, trained end to end by their own tests.
 OTHER_DOMAIN_CONFIGS = {"cartpole_dqn.gin": "tests/test_float_observations.py"}
@@ -100,7 +108,7 @@ def test_offline_config_trains_an_atari_iteration_through_train_py(tmp_path, nam
               "AtariEnvironment.max_episode_steps = 25",
               # A narrow representation layer: the same code path, a fraction of the
               # Nature network's 4M parameters to compile, train and diagnose.
-              "NatureDQNNetwork.hidden_units = 32"]
+              f"NatureDQNNetwork.hidden_units = {NARROW}"]
   if name == "fqe.gin":
     write_policy_checkpoint(str(tmp_path / "policy_run"))
     bindings.append(f"CheckpointPolicy.checkpoint_dir = '{tmp_path / 'policy_run'}'")
