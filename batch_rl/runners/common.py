@@ -19,7 +19,6 @@ from batch_rl.agents import common as agent_common
 from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.runners import run_dir
-from batch_rl.tf_utils import gfile
 from batch_rl.validation import ConfigError
 
 log = logging.getLogger("batch_rl")
@@ -86,10 +85,8 @@ def write_run_config(base_dir: str, writers: Sequence[Any], texts: dict[str, str
   writer."""
   run_dir.record_bindings(base_dir)
   config = gin.operative_config_str()
-  path = os.path.join(base_dir, run_dir.OPERATIVE_FILE)
-  with gfile().GFile(path + ".tmp", "w") as f:
-    f.write(config)
-  gfile().rename(path + ".tmp", path, overwrite=True)
+  checkpointing.write_atomically(os.path.join(base_dir, run_dir.OPERATIVE_FILE),
+                                 config.encode())
   for writer in writers:
     writer.text("Config/gin", "```\n" + config + "\n```")
     for tag, text in texts.items():
@@ -197,17 +194,19 @@ _all_finite = jax.jit(lambda tree: jnp.all(jnp.stack(
 
 
 def check_finite(iteration: int, num_iterations: int, metrics: dict[str, float],
-                 params: Any, last_metrics: dict[str, float], checkpoint_dir: str) -> None:
+                 params: Optional[Any], last_metrics: dict[str, float],
+                 checkpoint_dir: str) -> None:
   """Raises DivergenceError when this iteration's loss, Q-values or parameters are not
   finite, naming the iteration, the last finite values and the last good checkpoint
-  (states are checkpointed only after this check, so every kept one is finite)."""
+  (states are checkpointed only after this check, so every kept one is finite).
+  `params` None skips the parameter scan (a second check in the same iteration)."""
   problems = []
   fraction = metrics.get(learner.NON_FINITE, 0.0)
   if fraction:
     problems.append(f"{fraction:.1%} of its gradient steps had a NaN or infinite loss")
   problems += [f"{tag} = {metrics[tag]}" for tag in WATCHED_TAGS
                if tag in metrics and not math.isfinite(metrics[tag])]
-  if not bool(_all_finite(params)):
+  if params is not None and not bool(_all_finite(params)):
     problems.append("the network's parameters hold NaN or infinite values")
   if not problems:
     return

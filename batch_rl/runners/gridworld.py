@@ -121,12 +121,10 @@ class GridworldRunner:
     seeds = tuple(int(s) for s in seeds)
     if not seeds or len(set(seeds)) != len(seeds):
       raise ConfigError(f"`{name}.seeds` must be distinct seeds, got {seeds}.")
-    for key, value in (("num_iterations", num_iterations), ("batch_size", batch_size),
-                       ("buffer_capacity", buffer_capacity), ("log_every", log_every),
-                       ("diagnostics_batch_size", diagnostics_batch_size),
-                       ("scan_unroll", scan_unroll)):
-      if value < 1:
-        raise ConfigError(f"`{name}.{key}` must be >= 1, got {value}.")
+    common.check_at_least_one(name, num_iterations=num_iterations, batch_size=batch_size,
+                              buffer_capacity=buffer_capacity, log_every=log_every,
+                              diagnostics_batch_size=diagnostics_batch_size,
+                              scan_unroll=scan_unroll)
     if env_steps_per_iteration < 0:
       raise ConfigError(f"`{name}.env_steps_per_iteration` must be >= 0, got "
                         f"{env_steps_per_iteration}.")

@@ -197,17 +197,17 @@ class FixedReplayRunner:
     metrics["Train/StepsPerSecond"] = self.training_steps / train_time
     if self._stream is not None:
       metrics["Data/StreamStalls"] = self._stream.pop_stalls()
-    self._check_finite(iteration, metrics, state)
+    self._check_finite(iteration, metrics, state.params)
     diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
     metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
                                                  self._data, diag_key)))
-    self._check_finite(iteration, metrics, state)
+    self._check_finite(iteration, metrics, None)  # the Q-values; params checked above
     if self.evaluation_steps > 0:
       metrics.update(self._evaluate(state.params, iteration).metrics())
     return state, {k: float(v) for k, v in metrics.items()}
 
-  def _check_finite(self, iteration: int, metrics: dict, state) -> None:
-    common.check_finite(iteration, self.num_iterations, metrics, state.params,
+  def _check_finite(self, iteration: int, metrics: dict, params) -> None:
+    common.check_finite(iteration, self.num_iterations, metrics, params,
                         self._last_metrics, self.checkpoint_dir)
 
   # ---------------------------------------------------------------- driver

@@ -355,11 +355,11 @@ class OnlineRunner:
       metrics["Passive/Train/GradientSteps"] = float(state[1].step)
     return state, buffer, metrics
 
-  def _check_finite(self, iteration, prefix, metrics, agent_state, last_metrics) -> None:
+  def _check_finite(self, iteration, prefix, metrics, params, last_metrics) -> None:
     """common.check_finite on one agent's tags (the passive agent's carry "Passive/")."""
     own = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
     last = {k[len(prefix):]: v for k, v in last_metrics.items() if k.startswith(prefix)}
-    common.check_finite(iteration, self.num_iterations, own, agent_state.params, last,
+    common.check_finite(iteration, self.num_iterations, own, params, last,
                         self.checkpoint_dir)
 
   def _write_dataset(self, buffer, iteration: int) -> None:
@@ -408,13 +408,13 @@ class OnlineRunner:
       agents = [("", state)] if not isinstance(state, tuple) else [("", state[0]),
                                                                    ("Passive/", state[1])]
       for prefix, agent_state in agents:
-        self._check_finite(iteration, prefix, metrics, agent_state, last_metrics)
+        self._check_finite(iteration, prefix, metrics, agent_state.params, last_metrics)
         if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
           diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
           diag = self._diagnose(agent_state.params, agent_state.target_params,
                                 self._uniform_view(buffer), diag_key)
           metrics.update({prefix + k: v for k, v in jax.device_get(diag).items()})
-          self._check_finite(iteration, prefix, metrics, agent_state, last_metrics)
+          self._check_finite(iteration, prefix, metrics, None, last_metrics)  # Q-values
         if self.evaluation_steps > 0:
           evaluated = self._evaluate(agent_state.params, iteration).metrics()
           metrics.update({prefix + k: v for k, v in evaluated.items()})

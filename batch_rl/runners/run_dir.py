@@ -13,6 +13,7 @@ from typing import Optional
 
 import gin
 
+from batch_rl import checkpointing
 from batch_rl import gin_bindings
 from batch_rl.tf_utils import gfile
 from batch_rl.validation import ConfigError
@@ -73,10 +74,8 @@ def check_same_run(base_dir: str) -> None:
 
 def record_bindings(base_dir: str) -> None:
   """Writes this run's explicit bindings to <base_dir>/bindings.gin (atomically)."""
-  path = os.path.join(base_dir, BINDINGS_FILE)
-  with gfile().GFile(path + ".tmp", "w") as f:
-    f.write(gin.config_str())
-  gfile().rename(path + ".tmp", path, overwrite=True)
+  checkpointing.write_atomically(os.path.join(base_dir, BINDINGS_FILE),
+                                 gin.config_str().encode())
 
 
 def move_aside(base_dir: str) -> Optional[str]:
