@@ -9,7 +9,8 @@ Rerunning the same command resumes from the last completed iteration.
 
 Exit status: 0 done; 2 the input is wrong (a gin file or binding, a path, the data), and
 nothing was trained; 1 a run that started failed (it diverged, or a write failed),
-with its last good checkpoint kept. Errors are one paragraph; --verbose (or
+with its last good checkpoint kept; 3 it stopped on SIGTERM or SIGUSR2 (preemption,
+a time limit) after checkpointing its position, and rerunning continues there. Errors are one paragraph; --verbose (or
 BATCH_RL_VERBOSE=1) adds the traceback.
 """
 import os
@@ -29,6 +30,7 @@ flags.DEFINE_bool("restart", False, "Start afresh: move an earlier run in --base
                   "aside (renamed to <base_dir>.old-<time>, never deleted).")
 flags.DEFINE_bool("verbose", False, "Print the traceback of an error too.")
 FLAGS = flags.FLAGS
+PREEMPTED_EXIT = 3  # batch_rl.study.run.PREEMPTED_EXIT
 
 
 def _message(error: BaseException) -> str:
@@ -53,12 +55,16 @@ def main(argv):
   from batch_rl.runners import common  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import registry  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import run_dir  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import stop_signal  # pylint: disable=g-import-not-at-top
   try:
     config_lib.parse_gin(FLAGS.gin_files, FLAGS.gin_bindings)
     if FLAGS.restart:
       run_dir.move_aside(FLAGS.base_dir)
     runner = registry.create_runner(base_dir=FLAGS.base_dir)
     runner.run()
+  except stop_signal.Preempted as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT)
   except common.RUN_ERRORS as e:
     _fail(e, 1)
   except config_lib.USER_ERRORS as e:

@@ -2,12 +2,20 @@
 
 A checkpoint is written to a temporary name and renamed into place, so a run killed at
 any moment leaves either the previous checkpoint or the new one, never half of one.
-Files: <checkpoint_dir>/ckpt_<iteration>.msgpack (flax msgpack serialization).
+Files under <checkpoint_dir>:
+  ckpt_<iteration>.msgpack           the state after `iteration` completed (flax msgpack)
+  ckpt_<iteration>.arrays.npz        large host arrays beside it (an online run's replay
+                                     buffer), written first: the .msgpack is the commit
+  partial_<iteration>.msgpack (+ .arrays.npz)  a graceful stop's position inside
+                                     `iteration` (runners/stop_signal.py); removed once
+                                     that iteration's own checkpoint is written
 """
 import os
 import re
 import shutil
 from typing import Any, Optional
+
+import zipfile
 
 import flax.serialization
 import jax
@@ -16,10 +24,15 @@ import numpy as np
 from batch_rl.tf_utils import gfile
 
 _PATTERN = re.compile(r"^ckpt_(\d+)\.msgpack$")
+_PARTIAL = re.compile(r"^partial_(\d+)\.msgpack$")
 
 
-def _path(checkpoint_dir: str, iteration: int) -> str:
-  return os.path.join(checkpoint_dir, f"ckpt_{iteration:06d}.msgpack")
+def _path(checkpoint_dir: str, iteration: int, prefix: str = "ckpt") -> str:
+  return os.path.join(checkpoint_dir, f"{prefix}_{iteration:06d}.msgpack")
+
+
+def _arrays_path(path: str) -> str:
+  return path[:-len(".msgpack")] + ".arrays.npz"
 
 
 def list_iterations(checkpoint_dir: str) -> list[int]:
@@ -69,15 +82,98 @@ def write_atomically(path: str, payload: bytes) -> None:
                      "permissions and rerun the same command to resume.") from e
 
 
-def save(checkpoint_dir: str, iteration: int, tree: Any, keep: int = 2) -> str:
-  """Writes `tree` as the checkpoint of `iteration`; keeps the newest `keep` files."""
+def _remove(path: str) -> None:
+  for name in (path, _arrays_path(path)):
+    if gfile().exists(name):
+      gfile().remove(name)
+
+
+def _write_arrays(path: str, arrays: dict[str, np.ndarray], compress: bool) -> None:
+  """`arrays` as one .npz (zip64; deflated with `compress`), atomically like
+  write_atomically but streamed, so an array is never held twice in memory."""
+  tmp = path + ".tmp"
+  needed = sum(np.asarray(a).nbytes for a in arrays.values())
+  method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+  try:
+    gfile().makedirs(os.path.dirname(path) or ".")
+    free = _free_bytes(os.path.dirname(path) or ".")
+    if free is not None and not compress and free < needed:
+      raise OSError(f"{free / 1e6:.1f} MB free on that file system")
+    with gfile().GFile(tmp, "wb") as f, zipfile.ZipFile(
+        f, "w", compression=method, compresslevel=1 if compress else None,
+        allowZip64=True) as archive:
+      for name, value in arrays.items():
+        with archive.open(name + ".npy", "w", force_zip64=True) as member:
+          np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+    gfile().rename(tmp, path, overwrite=True)
+  except Exception as e:  # pylint: disable=broad-except
+    if gfile().exists(tmp):
+      gfile().remove(tmp)
+    reason = getattr(e, "message", None) or str(e)
+    raise WriteError(f"Could not write {path} ({needed / 1e6:.1f} MB of arrays): {reason}. "
+                     "Nothing partial was left behind; free space or fix the permissions "
+                     "and rerun the same command to resume.") from e
+
+
+def _save(path: str, iteration: int, tree: Any, arrays: Optional[dict[str, np.ndarray]],
+          compress: bool) -> None:
+  if arrays:
+    _write_arrays(_arrays_path(path), arrays, compress)
   payload = flax.serialization.to_bytes(
       {"iteration": np.int64(iteration), "state": jax.device_get(tree)})
-  path = _path(checkpoint_dir, iteration)
   write_atomically(path, payload)
+
+
+def save(checkpoint_dir: str, iteration: int, tree: Any, keep: int = 2,
+         arrays: Optional[dict[str, np.ndarray]] = None, compress: bool = False) -> str:
+  """Writes `tree` (and `arrays`, large host arrays) as the checkpoint of `iteration`.
+
+  Keeps the newest `keep` checkpoints and removes the partial checkpoints of
+  iterations up to this one.
+  """
+  path = _path(checkpoint_dir, iteration)
+  _save(path, iteration, tree, arrays, compress)
   for old in list_iterations(checkpoint_dir)[:-keep]:
-    gfile().remove(_path(checkpoint_dir, old))
+    _remove(_path(checkpoint_dir, old))
+  for old in list_partial(checkpoint_dir):
+    if old <= iteration:
+      _remove(_path(checkpoint_dir, old, "partial"))
   return path
+
+
+def list_partial(checkpoint_dir: str) -> list[int]:
+  """Iterations with a partial checkpoint (a graceful stop inside them), ascending."""
+  if not gfile().isdir(checkpoint_dir):
+    return []
+  found = (_PARTIAL.match(name) for name in gfile().listdir(checkpoint_dir))
+  return sorted(int(m.group(1)) for m in found if m)
+
+
+def save_partial(checkpoint_dir: str, iteration: int, tree: Any,
+                 arrays: Optional[dict[str, np.ndarray]] = None,
+                 compress: bool = False) -> str:
+  """Writes the position of a run stopped inside `iteration` (not yet complete)."""
+  path = _path(checkpoint_dir, iteration, "partial")
+  _save(path, iteration, tree, arrays, compress)
+  return path
+
+
+def read_partial(checkpoint_dir: str, iteration: int) -> Optional[dict[str, Any]]:
+  """The state dict of `iteration`'s partial checkpoint (no template), or None."""
+  path = _path(checkpoint_dir, iteration, "partial")
+  if not gfile().exists(path):
+    return None
+  with gfile().GFile(path, "rb") as f:
+    return flax.serialization.msgpack_restore(f.read())["state"]
+
+
+def read_arrays(checkpoint_dir: str, iteration: int, partial: bool = False
+                ) -> dict[str, np.ndarray]:
+  """The arrays saved beside checkpoint `iteration` (or its partial checkpoint)."""
+  path = _arrays_path(_path(checkpoint_dir, iteration, "partial" if partial else "ckpt"))
+  with gfile().GFile(path, "rb") as f:
+    with np.load(f) as npz:
+      return {name: npz[name] for name in npz.files}
 
 
 def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, Any]]:

@@ -16,6 +16,7 @@ the ALE because Dopamine's atari_lib cannot be imported here:
 import difflib
 import hashlib
 import logging
+import pickle
 
 import ale_py
 import cv2
@@ -327,3 +328,17 @@ class AtariEnvironment(specs.DiscreteFrames):
         (self._screen_size, self._screen_size),
         interpolation=cv2.INTER_AREA,
     )
+
+  def snapshot(self) -> bytes:
+    """The emulator's state with its RNG (sticky actions continue as they would) and
+    this wrapper's screen buffers and counters, as bytes."""
+    return pickle.dumps((self.ale.cloneState(include_rng=True),
+                         [buffer.copy() for buffer in self._screen_buffer], self._lives,
+                         self._episode_steps))
+
+  def restore(self, snapshot: bytes) -> None:
+    """Continues exactly from a `snapshot` of the same game."""
+    state, screens, self._lives, self._episode_steps = pickle.loads(snapshot)
+    self.ale.restoreState(state)
+    for buffer, screen in zip(self._screen_buffer, screens):
+      buffer[...] = screen

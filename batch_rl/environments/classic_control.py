@@ -12,6 +12,7 @@ ones continue the environment's own generator, so an environment's episodes are 
 reproducible sequence from its seed.
 """
 import difflib
+import pickle
 from typing import Optional
 
 import gin
@@ -93,3 +94,11 @@ class GymEnvironment:
     observation, reward, terminated, truncated, _ = self._env.step(action)
     return (np.asarray(observation, np.float32), float(reward), bool(terminated),
             bool(truncated))
+
+  def snapshot(self) -> bytes:
+    """The task's whole state (gymnasium env, wrappers and np_random) as bytes."""
+    return pickle.dumps((self._env, self._seeded))
+
+  def restore(self, snapshot: bytes) -> None:
+    """Continues exactly from a `snapshot` of the same task."""
+    self._env, self._seeded = pickle.loads(snapshot)

@@ -64,9 +64,14 @@ class EvalResult:
             "Eval/NumEpisodes": float(self.num_episodes)}
 
 
+class Stopped(Exception):
+  """`evaluate` ended early because `should_stop()` said so; nothing was returned."""
+
+
 def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
              key: jax.Array, max_episodes: int | None = None,
-             env_ids: Sequence[int] | None = None) -> EvalResult:
+             env_ids: Sequence[int] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> EvalResult:
   """Plays `envs` in lockstep until `min_steps` agent steps, finishing open episodes.
 
   Args:
@@ -79,6 +84,8 @@ def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
       the phase early).
     env_ids: the index naming each environment's random stream (default 0..N-1);
       evaluating envs[k] alone with env_ids=[k] replays its episodes in the batch.
+    should_stop: checked before every step; True raises Stopped (a graceful stop of
+      the run: the phase is replayed from its start when the run resumes).
   """
   num = len(envs)
   ids = list(range(num)) if env_ids is None else [int(i) for i in env_ids]
@@ -99,6 +106,8 @@ def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
   ep_return, ep_length = np.zeros(num), np.zeros(num, np.int64)
   returns, lengths, episode_envs, total_steps = [], [], [], 0
   while active.any():
+    if should_stop is not None and should_stop():
+      raise Stopped()
     actions = np.asarray(policy(states, _step_keys(env_keys, env_steps)))
     for i in np.flatnonzero(active):
       frame, reward, terminal, truncated = envs[i].step(int(actions[i]))

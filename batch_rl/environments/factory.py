@@ -33,6 +33,10 @@ class Environment(Protocol):
   ended in the task: game over, the pole fell), truncated (the episode step limit is
   reached)).
 
+  snapshot() -> bytes and restore(bytes) (optional; all environments here have them)
+  save and continue the environment's exact state, its random state included, so an
+  online run resumes mid-episode as if never stopped (`snapshot_of`/`restore_from`).
+
   Environments without the two specs (uint8 frames of `observation_shape`,
   `num_actions` discrete actions) are read through `observation_spec_of` and
   `action_spec_of`.
@@ -106,3 +110,16 @@ def describe_environment(name: str, env: Environment) -> str:
   verdict = (f"WARNING: {warning}" if warning
              else "the ROM the DQN Replay dataset was recorded with")
   return f"{name}: ROM {getattr(env, 'rom_id', '?')!r} md5 {rom_md5} ({verdict})"
+
+
+def snapshot_of(env) -> bytes:
+  """env.snapshot(); a TypeError naming the environment if it cannot be saved."""
+  if not hasattr(env, "snapshot") or not hasattr(env, "restore"):
+    raise TypeError(f"{type(env).__name__} has no snapshot()/restore(): an online run in "
+                    "it cannot checkpoint the environment, so it cannot resume.")
+  return env.snapshot()
+
+
+def restore_from(env, snapshot: bytes) -> None:
+  """env.restore(snapshot), the inverse of snapshot_of."""
+  env.restore(snapshot)

@@ -15,6 +15,7 @@ MinAtar's own examples, its `-v0` gym envs and Dopamine's `MinAtarEnv` use all 6
 so that is the default here (`minimal_action_set=False`).
 """
 import difflib
+import pickle
 
 import gin
 import minatar
@@ -116,3 +117,11 @@ class MinAtarEnvironment(specs.DiscreteFrames):
     self._episode_steps += 1
     truncated = self._episode_steps >= self._max_episode_steps
     return self._env.state().astype(np.uint8), float(reward), bool(terminal), truncated
+
+  def snapshot(self) -> bytes:
+    """The game's whole state, its RandomState included (`restore` continues it exactly)."""
+    return pickle.dumps((self._env, self._episode_steps))
+
+  def restore(self, snapshot: bytes) -> None:
+    """Continues from a `snapshot` of the same game (taken by this or another instance)."""
+    self._env, self._episode_steps = pickle.loads(snapshot)

@@ -147,13 +147,15 @@ class Evaluator:
     self.steps = steps
     self.epsilon = epsilon
 
-  def __call__(self, params: Any, iteration: int) -> evaluation.EvalResult:
+  def __call__(self, params: Any, iteration: int,
+               should_stop: Optional[Callable[[], bool]] = None) -> evaluation.EvalResult:
+    """The evaluation of `iteration`; evaluation.Stopped once `should_stop()` is True."""
     envs = [factory.create_environment(self.env_name,
                                        seed=seed_int(self.seed, 3, iteration, i))
             for i in range(self.num_envs)]
     key = jax.random.fold_in(self._key, iteration)
     policy = lambda states, k: self._act(params, states, k, self.epsilon)
-    return evaluation.evaluate(policy, envs, self.steps, key)
+    return evaluation.evaluate(policy, envs, self.steps, key, should_stop=should_stop)
 
 
 class Progress:
@@ -182,7 +184,8 @@ class DivergenceError(RuntimeError):
   """Training produced a non-finite loss, Q-value or parameter; the run stopped."""
 
 
-# Failures of a run that started (train.py exits 1 on them; input errors exit 2).
+# Failures of a run that started (train.py exits 1 on them; input errors exit 2;
+# a graceful stop, stop_signal.Preempted, exits 3).
 RUN_ERRORS = (DivergenceError, checkpointing.WriteError)
 
 

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Callable, Optional
 
+import flax.serialization
 import gin
 import jax
 
@@ -21,10 +22,12 @@ from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.datasets import fixed_replay
 from batch_rl.datasets import streaming
+from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.replay import sampler
 from batch_rl.runners import common
 from batch_rl.runners import run_dir
+from batch_rl.runners import stop_signal
 from batch_rl.runners.common import ConfigError
 from batch_rl.runners.diagnose import make_diagnose
 from batch_rl.tf_utils import gfile
@@ -152,6 +155,7 @@ class FixedReplayRunner:
         self.agent, common.make_sampler(sampler.sample_transitions, diagnostics_batch_size,
                                         **shape), srank_delta)
     self._last_metrics: dict[str, float] = {}  # the last logged iteration's
+    self._stop = stop_signal.GracefulStop()
     self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=seed, key=self._key,
                                       num_envs=num_eval_envs, steps=evaluation_steps,
                                       epsilon=eval_epsilon)
@@ -179,22 +183,69 @@ class FixedReplayRunner:
           "the data (`load_fixed_replay.replay_dir`).")
 
   # ---------------------------------------------------------------- phases
-  def _train(self, state):
-    totals = self._zero_metrics
-    for (train_steps, calls), steps in zip(self._schedule, self._steps_per_call):
-      for _ in range(calls):
-        if self._stream is not None:  # swaps in prefetched chunks when a refresh is due
-          self._data = self._stream.advance(steps)
-        state, totals = train_steps(state, self._data, totals)
-    totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
-    return state, {k: float(v) / self.training_steps for k, v in totals.items()}
+  def _calls(self) -> list:
+    """The iteration's jitted train calls in order: (compiled function, its steps)."""
+    return [(fn, steps) for (fn, calls), steps in zip(self._schedule, self._steps_per_call)
+            for _ in range(calls)]
 
-  def run_iteration(self, state, iteration: int):
+  def _train(self, state, iteration: int, position: dict):
+    """The iteration's train calls from `position["calls"]` on, with its running totals.
+
+    Returns (state, metrics). A graceful stop after a call writes the position (calls
+    done, totals, seconds spent) as the iteration's partial checkpoint and raises.
+    """
+    calls = self._calls()
+    totals, start = position["totals"], time.perf_counter()
+    for index in range(position["calls"], len(calls)):
+      train_steps, steps = calls[index]
+      if self._stream is not None:  # swaps in prefetched chunks when a refresh is due
+        self._data = self._stream.advance(steps)
+      state, totals = train_steps(state, self._data, totals)
+      if self._stop.requested and index + 1 < len(calls):
+        self._save_position(iteration, state, dict(
+            calls=index + 1, totals=totals,
+            seconds=position["seconds"] + time.perf_counter() - start))
+    seconds = position["seconds"] + time.perf_counter() - start
+    totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
+    metrics = {k: float(v) / self.training_steps for k, v in totals.items()}
+    metrics["Train/StepsPerSecond"] = self.training_steps / seconds
+    if self._stop.requested:  # stopped in the last call: diagnostics and evaluation follow
+      self._save_position(iteration, state, dict(calls=len(calls), totals=totals,
+                                                 seconds=seconds))
+    return state, metrics, dict(calls=len(calls), totals=totals, seconds=seconds)
+
+  def _save_position(self, iteration: int, state, position: dict) -> None:
+    """Checkpoints a position inside `iteration` and raises stop_signal.Preempted."""
+    path = checkpointing.save_partial(self.checkpoint_dir, iteration,
+                                      {"agent": state, "position": position})
+    steps = sum(steps for _, steps in self._calls()[:position["calls"]])
+    raise self._stop.preempted(
+        f"in iteration {iteration + 1} of {self.num_iterations}, after {steps} of its "
+        f"{self.training_steps} training steps", path)
+
+  def _position_at(self, iteration: int, state):
+    """(state, position) to continue `iteration` from: its partial checkpoint, if a
+    graceful stop wrote one, else the iteration's start."""
+    start = dict(calls=0, totals=self._zero_metrics, seconds=0.0)
+    saved = checkpointing.read_partial(self.checkpoint_dir, iteration)
+    if saved is None:
+      return state, start
+    template = {"agent": state, "position": start}
+    restored = flax.serialization.from_state_dict(template, saved)
+    position = restored["position"]
+    position["calls"], position["seconds"] = int(position["calls"]), float(position["seconds"])
+    log.info("Continuing iteration %d from its partial checkpoint (%d of %d train calls "
+             "done).", iteration + 1, position["calls"], len(self._calls()))
+    return jax.device_put(restored["agent"]), position
+
+  def run_iteration(self, state, iteration: int, position: Optional[dict] = None):
     """One iteration; returns (state, metrics with the iteration's TensorBoard scalars)."""
-    start = time.perf_counter()
-    state, metrics = self._train(state)
-    train_time = time.perf_counter() - start
-    metrics["Train/StepsPerSecond"] = self.training_steps / train_time
+    if position is None:
+      position = dict(calls=0, totals=self._zero_metrics, seconds=0.0)
+    if self._stream is not None and position["calls"]:
+      steps = sum(steps for _, steps in self._calls()[:position["calls"]])
+      self._data = self._stream.start(iteration * self.training_steps + steps)
+    state, metrics, position = self._train(state, iteration, position)
     if self._stream is not None:
       metrics["Data/StreamStalls"] = self._stream.pop_stalls()
     self._check_finite(iteration, metrics, state.params)
@@ -203,7 +254,12 @@ class FixedReplayRunner:
                                                  self._data, diag_key)))
     self._check_finite(iteration, metrics, None)  # the Q-values; params checked above
     if self.evaluation_steps > 0:
-      metrics.update(self._evaluate(state.params, iteration).metrics())
+      try:
+        evaluated = self._evaluate(state.params, iteration,
+                                   should_stop=lambda: self._stop.requested is not None)
+      except evaluation.Stopped:
+        self._save_position(iteration, state, position)
+      metrics.update(evaluated.metrics())
     return state, {k: float(v) for k, v in metrics.items()}
 
   def _check_finite(self, iteration: int, metrics: dict, params) -> None:
@@ -254,20 +310,28 @@ class FixedReplayRunner:
     state = jax.device_put(state)
     self._compile(state)
     metrics, progress = {}, common.Progress(self.num_iterations)
-    for iteration in range(start_iteration, self.num_iterations):
-      progress.start()
-      state, metrics = self.run_iteration(state, iteration)
-      self._last_metrics = metrics
-      writer.scalars(iteration, metrics)
-      checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
-      progress.done(iteration + 1, (
-          f"{metrics['Train/StepsPerSecond']:.0f} steps/s | loss {metrics['Train/Loss']:.4g} "
-          f"| srank {metrics['Rank/srank']:.0f} | return "
-          f"{metrics.get('Eval/AverageReturn', float('nan')):.2f} "
-          f"({metrics.get('Eval/NumEpisodes', 0):.0f} episodes)"))
+    with self._stop:
+      for iteration in range(start_iteration, self.num_iterations):
+        state, metrics = self._run_logged_iteration(writer, state, iteration, progress)
     writer.close()
     if self._stream is not None:
       self._stream.close()
       log.info("Streaming: %d refreshes, %d stalls (%.1f s).", self._stream.refreshes,
                self._stream.stalls, self._stream.stall_seconds)
     return metrics
+
+  def _run_logged_iteration(self, writer, state, iteration: int, progress):
+    """Runs, logs and checkpoints one iteration (continuing its partial checkpoint);
+    returns (state, metrics)."""
+    progress.start()
+    state, position = self._position_at(iteration, state)
+    state, metrics = self.run_iteration(state, iteration, position)
+    self._last_metrics = metrics
+    writer.scalars(iteration, metrics)
+    checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
+    progress.done(iteration + 1, (
+        f"{metrics['Train/StepsPerSecond']:.0f} steps/s | loss {metrics['Train/Loss']:.4g} "
+        f"| srank {metrics['Rank/srank']:.0f} | return "
+        f"{metrics.get('Eval/AverageReturn', float('nan')):.2f} "
+        f"({metrics.get('Eval/NumEpisodes', 0):.0f} episodes)"))
+    return state, metrics
