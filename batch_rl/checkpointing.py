@@ -13,6 +13,7 @@ Files under <checkpoint_dir>:
 import os
 import re
 import shutil
+import tempfile
 from typing import Any, Optional
 
 import zipfile
@@ -99,12 +100,19 @@ def _write_arrays(path: str, arrays: dict[str, np.ndarray], compress: bool) -> N
     free = _free_bytes(os.path.dirname(path) or ".")
     if free is not None and not compress and free < needed:
       raise OSError(f"{free / 1e6:.1f} MB free on that file system")
-    with gfile().GFile(tmp, "wb") as f, zipfile.ZipFile(
-        f, "w", compression=method, compresslevel=1 if compress else None,
-        allowZip64=True) as archive:
-      for name, value in arrays.items():
-        with archive.open(name + ".npy", "w", force_zip64=True) as member:
-          np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+    # zipfile seeks in what it writes: a local file, copied when the path is remote.
+    local = tmp if "://" not in path else tempfile.mkstemp(suffix=".npz")[1]
+    try:
+      with zipfile.ZipFile(local, "w", compression=method,
+                           compresslevel=1 if compress else None, allowZip64=True) as archive:
+        for name, value in arrays.items():
+          with archive.open(name + ".npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+      if local != tmp:
+        gfile().copy(local, tmp, overwrite=True)
+    finally:
+      if local != tmp and os.path.exists(local):
+        os.remove(local)
     gfile().rename(tmp, path, overwrite=True)
   except Exception as e:  # pylint: disable=broad-except
     if gfile().exists(tmp):

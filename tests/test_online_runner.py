@@ -167,10 +167,10 @@ def test_train_py_reports_bad_input_before_starting(tmp_path):
   assert not (tmp_path / "never").exists()
 
 
-def test_an_online_run_refuses_to_resume(logged_run):
+def test_a_finished_online_run_says_so_and_returns(logged_run):
   base, _ = logged_run
-  with pytest.raises(common.ConfigError, match="do not resume"):
-    make_runner(base, log_dataset=True)  # the same settings: not another run
+  runner = make_runner(base, log_dataset=True)  # the same settings: the same run
+  assert runner.finished and runner.run() == {}
 
 
 def test_tandem_active_is_the_solo_run_and_the_passive_learns_the_same_batches(tmp_path):

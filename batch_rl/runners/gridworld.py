@@ -8,7 +8,7 @@ be logged; `iterations_per_call = num_iterations` makes the whole run one call. 
 seed writes its TensorBoard events to base_dir/seed_<k>/; step = fitting iteration.
 After every call the seeds' state is checkpointed; rerunning the command resumes
 from the last call (events logged past it are dropped first), and a finished run
-says so and returns.
+says so and returns. SIGTERM/SIGUSR2 stop the run after the current call's checkpoint.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from batch_rl.gridworld import fqi
 from batch_rl.gridworld import networks
 from batch_rl.runners import common
 from batch_rl.runners import run_dir
+from batch_rl.runners import stop_signal
 from batch_rl.runners.common import ConfigError
 from batch_rl.tf_utils import gfile
 
@@ -231,33 +232,38 @@ class GridworldRunner:
     history: dict[str, list] = {}
     start_all = time.perf_counter()
     progress = common.Progress(self.num_iterations)
-    while done < total_logs:
-      n = min(self.logs_per_call, total_logs - done)
-      progress.start()
-      start = time.perf_counter()
-      state, metrics = self._run(state, self.arrays, n)
-      metrics = fqi.to_numpy(metrics)  # [seeds, n]
-      seconds = time.perf_counter() - start
-      # Any seed's NaN or infinite loss (np.max propagates NaN) or parameters stop the run.
-      common.check_finite((done + n) * self.log_every - 1, self.num_iterations,
-                          {"Train/Loss": float(np.max(metrics["Train/Loss"]))}, state.params,
-                          {}, self.checkpoint_dir)
-      for j in range(n):
-        step = (done + j + 1) * self.log_every - 1
-        for i, w in enumerate(writers):
-          w.scalars(step, {k: float(v[i, j]) for k, v in metrics.items()})
-      for k, v in metrics.items():
-        history.setdefault(k, []).append(v)
-      done += n
-      iterations = done * self.log_every
-      checkpointing.save(self.checkpoint_dir, iterations - 1, state, keep=2)
-      rate = (self.log_every * n * len(self.seeds)) / seconds
-      progress.done(iterations, (
-          f"{len(self.seeds)} seeds | {rate:.1f} seed-iterations/s | srank "
-          f"{np.mean(metrics['Gridworld/srank_all_states'][:, -1]):.1f} | |Q-Q*| "
-          f"{np.mean(metrics['Gridworld/QError_mean'][:, -1]):.3g} | normalised return "
-          f"{np.mean(metrics['Gridworld/NormalizedReturn'][:, -1]):.2f}"),
-                    count=n * self.log_every)
+    stop = stop_signal.GracefulStop()
+    with stop:
+      while done < total_logs:
+        n = min(self.logs_per_call, total_logs - done)
+        progress.start()
+        start = time.perf_counter()
+        state, metrics = self._run(state, self.arrays, n)
+        metrics = fqi.to_numpy(metrics)  # [seeds, n]
+        seconds = time.perf_counter() - start
+        # Any seed's NaN or infinite loss (np.max propagates NaN) or parameters stop the run.
+        common.check_finite((done + n) * self.log_every - 1, self.num_iterations,
+                            {"Train/Loss": float(np.max(metrics["Train/Loss"]))}, state.params,
+                            {}, self.checkpoint_dir)
+        for j in range(n):
+          step = (done + j + 1) * self.log_every - 1
+          for i, w in enumerate(writers):
+            w.scalars(step, {k: float(v[i, j]) for k, v in metrics.items()})
+        for k, v in metrics.items():
+          history.setdefault(k, []).append(v)
+        done += n
+        iterations = done * self.log_every
+        checkpointing.save(self.checkpoint_dir, iterations - 1, state, keep=2)
+        rate = (self.log_every * n * len(self.seeds)) / seconds
+        progress.done(iterations, (
+            f"{len(self.seeds)} seeds | {rate:.1f} seed-iterations/s | srank "
+            f"{np.mean(metrics['Gridworld/srank_all_states'][:, -1]):.1f} | |Q-Q*| "
+            f"{np.mean(metrics['Gridworld/QError_mean'][:, -1]):.3g} | normalised return "
+            f"{np.mean(metrics['Gridworld/NormalizedReturn'][:, -1]):.2f}"),
+                      count=n * self.log_every)
+        if stop.requested and done < total_logs:  # the call's checkpoint is the position
+          raise stop.preempted(f"after fitting iteration {iterations} of "
+                               f"{self.num_iterations}", self.checkpoint_dir)
     elapsed = time.perf_counter() - start_all
     log.info("Trained %d seeds x %d fitting iterations in %.1f s (%.3f seeds/s, "
              "compilation included).", len(self.seeds), self.num_iterations, elapsed,

@@ -21,6 +21,15 @@ environment steps, an iteration is 250,000 training steps then 125,000 evaluatio
 steps. At the end of an episode (game over or the 27,000-step limit) the last entry is
 stored as terminal, as Dopamine's `end_episode` did.
 
+Resuming: each iteration's checkpoint holds the agent(s) (tandem and forked included),
+the replay buffer with its priorities (beside it, `ckpt_<i>.arrays.npz`), the loop's
+counters and keys, and the environment's exact state (its `snapshot()`: MinAtar's game
+and RandomState, the ALE's `cloneState(include_rng=True)` with the preprocessing's
+screens, gymnasium's env), so a rerun continues mid-episode as if never stopped. On
+SIGTERM or SIGUSR2 the run stops after its current environment step (or inside the
+evaluation, which is then replayed) with a partial checkpoint of that position; a rerun
+logs exactly the scalars an uninterrupted run logs.
+
 `log_dataset=True` writes the buffer after every iteration in the DQN Replay format
 (replay_logs/ under base_dir, suffix = iteration), which `train.py` offline reads
 unchanged.
@@ -32,6 +41,8 @@ import os
 import time
 from typing import Callable, Optional
 
+import flax.serialization
+import flax.traverse_util
 import gin
 import jax
 import jax.numpy as jnp
@@ -44,11 +55,13 @@ from batch_rl.agents import common as agent_common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.replay import circular_buffer
 from batch_rl.replay import prioritized_buffer
 from batch_rl.runners import common
 from batch_rl.runners import run_dir
+from batch_rl.runners import stop_signal
 from batch_rl.runners.common import ConfigError
 from batch_rl.runners.diagnose import make_diagnose
 from batch_rl.tf_utils import gfile
@@ -137,7 +150,10 @@ class OnlineRunner:
       then on (it keeps generating data with its fixed policy). Its metrics, diagnostics and evaluation are logged under
       "Passive/" + the usual tag; the active agent's under the usual tags.
     fork_step: environment step of the fork (tandem="forked").
-    keep_checkpoints: agent-state checkpoints kept.
+    keep_checkpoints: checkpoints kept (each holds the agent, the replay buffer and
+      the environment's state, so that the run resumes exactly).
+    compress_checkpoints: deflate the replay buffer in checkpoints (slower to write;
+      `python benchmarks/checkpoint_cost.py` prints both).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -151,7 +167,8 @@ class OnlineRunner:
                seed: int = 0, diagnostics_batch_size: int = 2048,
                srank_delta: float = 0.01, log_dataset: bool = False,
                prioritized_replay: bool = False, tandem: Optional[str] = None,
-               fork_step: int = 0, keep_checkpoints: int = 2):
+               fork_step: int = 0, keep_checkpoints: int = 2,
+               compress_checkpoints: bool = False):
     common.check_base_dir(base_dir)
     _check_settings(
         updates_per_step=updates_per_step, num_iterations=num_iterations,
@@ -164,10 +181,10 @@ class OnlineRunner:
     self.base_dir = base_dir
     self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
     run_dir.check_same_run(base_dir)
-    if checkpointing.list_iterations(self.checkpoint_dir):
-      raise ConfigError(f"{base_dir} holds checkpoints of an earlier online run; online "
-                        "runs do not resume yet (the replay buffer is not checkpointed). "
-                        "Use a new --base_dir, or --restart to move the old run aside.")
+    self.num_iterations = num_iterations
+    self.finished = common.is_finished(self.checkpoint_dir, num_iterations)
+    if self.finished:  # nothing to build: run() says so and returns
+      return
     self.env_name = f"{domain}:{game}"
     self.env = factory.create_environment(self.env_name, seed=common.seed_int(seed, 4))
     self.agent = common.build_agent(agent_fn, "OnlineRunner.agent_fn",
@@ -194,6 +211,9 @@ class OnlineRunner:
     self.seed = seed
     self.log_dataset = log_dataset
     self.keep_checkpoints = keep_checkpoints
+    self.compress_checkpoints = compress_checkpoints
+    self._stop = stop_signal.GracefulStop()
+    self._last_metrics: dict[str, float] = {}  # the last logged iteration's
     self.state_shape = tuple(self.env.observation_shape) + (stack,)
     # The replay, the acting states and the network's dummy inputs take the
     # environment's dtypes (uint8 frames for Atari and MinAtar).
@@ -298,26 +318,33 @@ class OnlineRunner:
                                      self.min_replay_history, self.epsilon_train)
 
   # ---------------------------------------------------------------- phases
+  def _iteration_start(self, iteration: int, carry: dict, tandem: bool) -> None:
+    """Resets the per-iteration entries of `carry` for a new iteration."""
+    totals = self._zero_tandem_metrics if tandem else self._zero_metrics
+    carry.update(step=0, totals=jax.tree.map(jnp.copy, totals),  # donated to the step fn
+                 key=jax.random.fold_in(jax.random.fold_in(self._key, 5), iteration),
+                 returns=[], updates=0, passive_updates=0, seconds=0.0)
+
   def _train(self, state, buffer, iteration: int, carry: dict):
-    """One iteration of acting and learning; returns (state, buffer, metrics).
+    """Acts and learns from `carry["step"]` to the end of the iteration.
 
     `state` is the active agent's TrainState, or (active, passive) once a passive
-    agent exists (tandem from the start; forked from `fork_step` on).
+    agent exists (tandem from the start; forked from `fork_step` on). `carry` holds
+    everything else the loop advances (the environment's last frame and stack, the
+    next action, counters, the iteration's key, totals and episode returns), so a
+    graceful stop after any step checkpoints the exact position. Returns (state, buffer).
     """
     tandem = isinstance(state, tuple)
-    totals = jax.tree.map(jnp.copy, self._zero_tandem_metrics if tandem
-                          else self._zero_metrics)  # donated to the step function
-    key = jax.random.fold_in(jax.random.fold_in(self._key, 5), iteration)
-    returns, updates, passive_updates = [], 0, 0
+    totals, key, start = carry["totals"], carry["key"], time.perf_counter()
     frame, stack, action = carry["frame"], carry["stack"], carry["action"]
-    for _ in range(self.training_steps):
+    for index in range(carry["step"], self.training_steps):
       total = carry["env_steps"]
       next_frame, reward, terminal, truncated = self.env.step(int(action))
       carry["episode_return"] += reward
       carry["episode_length"] += 1
       episode_end = terminal or truncated
       if episode_end:
-        returns.append(carry["episode_return"])
+        carry["returns"].append(carry["episode_return"])
         carry["episode_return"], carry["episode_length"] = 0.0, 0
         next_frame = self.env.reset()
         next_stack = np.zeros_like(stack)
@@ -337,15 +364,26 @@ class OnlineRunner:
           state, buffer, totals, frame, action, reward, episode_end, next_stack[None],
           act_key, self._epsilon(total + 1))
       if not (tandem and self.tandem == "forked"):  # forked: the active agent is frozen
-        updates += num_updates
-      passive_updates += num_updates if tandem else 0
+        carry["updates"] += num_updates
+      carry["passive_updates"] += num_updates if tandem else 0
       frame, stack = next_frame, next_stack
-      carry["env_steps"] = total + 1
-    carry.update(frame=frame, stack=stack, action=action)
-    totals = jax.device_get(totals)
+      carry.update(env_steps=total + 1, step=index + 1, frame=frame, stack=stack,
+                   action=action, key=key, totals=totals)
+      if self._stop.requested and index + 1 < self.training_steps:
+        carry["seconds"] += time.perf_counter() - start
+        self._save_position(iteration, state, buffer, carry)
+    carry["seconds"] += time.perf_counter() - start
+    return state, buffer
+
+  def _train_metrics(self, state, carry: dict) -> dict[str, float]:
+    """The iteration's Train/ scalars from the totals and counters in `carry`."""
+    tandem = isinstance(state, tuple)
+    totals = jax.device_get(carry["totals"])
+    updates, passive_updates = carry["updates"], carry["passive_updates"]
     metrics = {k: float(v) / (passive_updates if k.startswith("Passive/") else updates)
                for k, v in totals.items()
                if (passive_updates if k.startswith("Passive/") else updates)}
+    returns = carry["returns"]
     metrics["Train/EpisodeReturn"] = float(np.mean(returns)) if returns else float("nan")
     metrics["Train/NumEpisodes"] = float(len(returns))
     metrics["Train/EnvSteps"] = float(carry["env_steps"])
@@ -353,7 +391,78 @@ class OnlineRunner:
     metrics["Train/GradientSteps"] = float(active.step)
     if tandem:
       metrics["Passive/Train/GradientSteps"] = float(state[1].step)
-    return state, buffer, metrics
+    metrics["Train/StepsPerSecond"] = self.training_steps / carry["seconds"]
+    return metrics
+
+  # ---------------------------------------------------------------- checkpoints
+  def _checkpoint_tree(self, state, carry: dict) -> dict:
+    """Everything but the replay buffer: agent(s), the loop's carry, the environment."""
+    saved = {k: v for k, v in carry.items() if k != "returns"}
+    saved["returns"] = np.asarray(carry["returns"], np.float64)
+    saved["env"] = np.frombuffer(factory.snapshot_of(self.env), np.uint8)
+    return {"agent": state, "tandem": np.bool_(isinstance(state, tuple)), "carry": saved}
+
+  def _buffer_arrays(self, buffer) -> dict[str, np.ndarray]:
+    """The buffer's arrays by flattened pytree path ("buffer/observation", ...)."""
+    flat = flax.traverse_util.flatten_dict(
+        flax.serialization.to_state_dict(jax.device_get(buffer)), sep="/")
+    return {k: np.asarray(v) for k, v in flat.items()}
+
+  def _save(self, iteration: int, state, buffer, carry: dict) -> None:
+    checkpointing.save(self.checkpoint_dir, iteration, self._checkpoint_tree(state, carry),
+                       keep=self.keep_checkpoints, arrays=self._buffer_arrays(buffer),
+                       compress=self.compress_checkpoints)
+
+  def _save_position(self, iteration: int, state, buffer, carry: dict) -> None:
+    """Checkpoints a position inside `iteration` and raises stop_signal.Preempted."""
+    path = checkpointing.save_partial(
+        self.checkpoint_dir, iteration, self._checkpoint_tree(state, carry),
+        arrays=self._buffer_arrays(buffer), compress=self.compress_checkpoints)
+    raise self._stop.preempted(
+        f"in iteration {iteration + 1} of {self.num_iterations}, after {carry['step']} of "
+        f"its {self.training_steps} environment steps", path)
+
+  def _restore(self, saved: dict, arrays: dict[str, np.ndarray]):
+    """(state, buffer, carry) from a checkpoint's state dict and arrays."""
+    template = self._initial_state
+    if bool(saved["tandem"]):
+      template = (self._initial_state, self._initial_passive)
+    state = jax.device_put(flax.serialization.from_state_dict(template, saved["agent"]))
+    buffer = jax.device_put(flax.serialization.from_state_dict(
+        jax.eval_shape(self._create_buffer),
+        flax.traverse_util.unflatten_dict(arrays, sep="/")))
+    carry = dict(saved["carry"])
+    factory.restore_from(self.env, np.asarray(carry.pop("env")).tobytes())
+    carry["returns"] = [float(r) for r in carry["returns"]]
+    for name in ("step", "env_steps", "episode_length", "updates", "passive_updates"):
+      carry[name] = int(carry[name])
+    for name in ("episode_return", "seconds"):
+      carry[name] = float(carry[name])
+    carry["action"] = jnp.asarray(carry["action"])
+    carry["key"] = jnp.asarray(carry["key"])
+    zeros = self._zero_tandem_metrics if isinstance(state, tuple) else self._zero_metrics
+    carry["totals"] = {k: jnp.asarray(carry["totals"][k], zeros[k].dtype) for k in zeros}
+    return state, buffer, carry
+
+  def _resume(self):
+    """(first iteration, state, buffer, carry) from the newest checkpoint, or None."""
+    done = checkpointing.list_iterations(self.checkpoint_dir)
+    partial = checkpointing.list_partial(self.checkpoint_dir)
+    last = done[-1] if done else -1
+    if partial and partial[-1] == last + 1:
+      saved = checkpointing.read_partial(self.checkpoint_dir, last + 1)
+      arrays = checkpointing.read_arrays(self.checkpoint_dir, last + 1, partial=True)
+      state, buffer, carry = self._restore(saved, arrays)
+      log.info("Continuing iteration %d from its partial checkpoint (%d of %d environment "
+               "steps done).", last + 2, carry["step"], self.training_steps)
+      return last + 1, state, buffer, carry
+    if not done:
+      return None
+    _, saved = checkpointing.read_state_dict(self.checkpoint_dir, last)
+    state, buffer, carry = self._restore(saved, checkpointing.read_arrays(
+        self.checkpoint_dir, last))
+    self._iteration_start(last + 1, carry, isinstance(state, tuple))
+    return last + 1, state, buffer, carry
 
   def _check_finite(self, iteration, prefix, metrics, params, last_metrics) -> None:
     """common.check_finite on one agent's tags (the passive agent's carry "Passive/")."""
@@ -373,19 +482,8 @@ class OnlineRunner:
                     action_dtype=arrays["action"].dtype)
 
   # ---------------------------------------------------------------- driver
-  def run(self, on_iteration: Optional[Callable[[int, dict[str, float]], None]] = None
-          ) -> dict[str, float]:
-    """Trains `num_iterations` iterations; returns the last iteration's metrics.
-
-    Args:
-      on_iteration: optional callback, called with (iteration, metrics) after each
-        iteration is logged and checkpointed (experiments time iterations with it).
-    """
-    gfile().makedirs(self.base_dir)
-    writer = summary_writer.SummaryWriter(self.base_dir)
-    environment = factory.describe_environment(self.env_name, self.env)
-    common.write_run_config(self.base_dir, [writer], {"Config/environment": environment})
-    log.info("Environment: %s", environment)
+  def _fresh_start(self):
+    """(state, buffer, carry) of a new run: empty buffer, first episode, first action."""
     state = jax.tree.map(jnp.copy, self._initial_state)  # donated to the step function
     if self.tandem == "tandem":
       state = (state, jax.tree.map(jnp.copy, self._initial_passive))
@@ -394,41 +492,82 @@ class OnlineRunner:
     stack = np.zeros(self.state_shape, self.observation_spec.dtype)
     stack[..., -1] = first
     key = jax.random.fold_in(self._key, 6)
-    action = int(self._act(self._initial_state.params, stack[None], key, 1.0)[0])
+    action = self._act(self._initial_state.params, stack[None], key, 1.0)[0]
     carry = dict(frame=first, stack=stack, action=action, env_steps=0,
                  episode_return=0.0, episode_length=0)
+    self._iteration_start(0, carry, isinstance(state, tuple))
+    return state, buffer, carry
+
+  def run(self, on_iteration: Optional[Callable[[int, dict[str, float]], None]] = None
+          ) -> dict[str, float]:
+    """Trains to `num_iterations`, resuming from base_dir's newest checkpoint (or the
+    partial one of a graceful stop); returns the last iteration's metrics.
+
+    Args:
+      on_iteration: optional callback, called with (iteration, metrics) after each
+        iteration is logged and checkpointed (experiments time iterations with it).
+    """
+    if self.finished:
+      log.info("%s is complete (%d iterations); nothing to do.", self.base_dir,
+               self.num_iterations)
+      return {}
+    gfile().makedirs(self.base_dir)
+    resumed = self._resume()
+    environment = factory.describe_environment(self.env_name, self.env)
+    if resumed is None:
+      start_iteration, (state, buffer, carry) = 0, self._fresh_start()
+    else:
+      start_iteration, state, buffer, carry = resumed
+      dropped = summary_writer.drop_events_after(self.base_dir, start_iteration - 1)
+      if dropped:
+        log.info("Removed %d TensorBoard events of iterations >= %d left by an interrupted "
+                 "run.", dropped, start_iteration)
+      log.info("Resuming %s at iteration %d, environment step %d.", self.base_dir,
+               start_iteration + 1, carry["env_steps"])
+    writer = summary_writer.SummaryWriter(self.base_dir)
+    if resumed is None:
+      common.write_run_config(self.base_dir, [writer], {"Config/environment": environment})
+    log.info("Environment: %s", environment)
     metrics, progress = {}, common.Progress(self.num_iterations)
-    last_metrics: dict[str, float] = {}
-    for iteration in range(self.num_iterations):
-      progress.start()
-      start = time.perf_counter()
-      state, buffer, metrics = self._train(state, buffer, iteration, carry)
-      train_time = time.perf_counter() - start
-      metrics["Train/StepsPerSecond"] = self.training_steps / train_time
-      agents = [("", state)] if not isinstance(state, tuple) else [("", state[0]),
-                                                                   ("Passive/", state[1])]
-      for prefix, agent_state in agents:
-        self._check_finite(iteration, prefix, metrics, agent_state.params, last_metrics)
-        if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
-          diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
-          diag = self._diagnose(agent_state.params, agent_state.target_params,
-                                self._uniform_view(buffer), diag_key)
-          metrics.update({prefix + k: v for k, v in jax.device_get(diag).items()})
-          self._check_finite(iteration, prefix, metrics, None, last_metrics)  # Q-values
-        if self.evaluation_steps > 0:
-          evaluated = self._evaluate(agent_state.params, iteration).metrics()
-          metrics.update({prefix + k: v for k, v in evaluated.items()})
-      metrics = last_metrics = {k: float(v) for k, v in metrics.items()}
-      writer.scalars(iteration, metrics)
-      checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
-      if self.log_dataset:
-        self._write_dataset(buffer, iteration)
-      if on_iteration is not None:
-        on_iteration(iteration, metrics)
-      progress.done(iteration + 1, (
-          f"{metrics['Train/StepsPerSecond']:.0f} env steps/s | "
-          f"{metrics['Train/GradientSteps']:.0f} updates | train return "
-          f"{metrics['Train/EpisodeReturn']:.2f} | srank {metrics.get('Rank/srank', '-')} | "
-          f"eval return {metrics.get('Eval/AverageReturn', float('nan')):.2f}"))
+    with self._stop:
+      for iteration in range(start_iteration, self.num_iterations):
+        progress.start()
+        state, buffer = self._train(state, buffer, iteration, carry)
+        metrics = self._finish_iteration(state, buffer, iteration, carry)
+        writer.scalars(iteration, metrics)
+        if self.log_dataset:  # before the checkpoint: a rerun rewrites it identically
+          self._write_dataset(buffer, iteration)
+        self._save(iteration, state, buffer, carry)
+        if on_iteration is not None:
+          on_iteration(iteration, metrics)
+        progress.done(iteration + 1, (
+            f"{metrics['Train/StepsPerSecond']:.0f} env steps/s | "
+            f"{metrics['Train/GradientSteps']:.0f} updates | train return "
+            f"{metrics['Train/EpisodeReturn']:.2f} | srank {metrics.get('Rank/srank', '-')} | "
+            f"eval return {metrics.get('Eval/AverageReturn', float('nan')):.2f}"))
+        self._iteration_start(iteration + 1, carry, isinstance(state, tuple))
     writer.close()
     return metrics
+
+  def _finish_iteration(self, state, buffer, iteration: int, carry: dict) -> dict:
+    """The iteration's metrics: training's, then each agent's diagnostics and evaluation."""
+    metrics = self._train_metrics(state, carry)
+    agents = [("", state)] if not isinstance(state, tuple) else [("", state[0]),
+                                                                 ("Passive/", state[1])]
+    for prefix, agent_state in agents:
+      self._check_finite(iteration, prefix, metrics, agent_state.params, self._last_metrics)
+      if int(buffer.add_count) > self.env.stack_size + self.agent.update_horizon:
+        diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
+        diag = self._diagnose(agent_state.params, agent_state.target_params,
+                              self._uniform_view(buffer), diag_key)
+        metrics.update({prefix + k: v for k, v in jax.device_get(diag).items()})
+        self._check_finite(iteration, prefix, metrics, None, self._last_metrics)  # Q-values
+      if self.evaluation_steps > 0:
+        try:
+          evaluated = self._evaluate(agent_state.params, iteration,
+                                     should_stop=lambda: self._stop.requested is not None)
+        except evaluation.Stopped:
+          self._save_position(iteration, state, buffer, carry)
+        metrics.update({prefix + k: v for k, v in evaluated.metrics().items()})
+    self._last_metrics = {k: float(v) for k, v in metrics.items()}
+    return self._last_metrics
