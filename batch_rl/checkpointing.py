@@ -203,6 +203,16 @@ def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, An
   return int(restored["iteration"]), restored["state"]
 
 
+def agent_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+  """The (active) agent's TrainState fields in a checkpoint's state dict: the state
+  itself (offline, gridworld), or its "agent" entry (online; the active agent "0" of a
+  tandem pair)."""
+  if "params" in state or "agent" not in state:
+    return state
+  agent = state["agent"]
+  return agent if "params" in agent else agent["0"]
+
+
 def read_state_dict(checkpoint_dir: str, iteration: Optional[int] = None
                     ) -> tuple[int, dict[str, Any]]:
   """(iteration, state as nested dicts of numpy arrays) without a template.

@@ -83,8 +83,8 @@ def test_online_run_logs_tags_and_takes_the_scheduled_updates(logged_run):
   # Updates from env step 40 on, n = 0.5: floor(0.5 * 150) - floor(0.5 * 40) after
   # iteration 0, floor(0.5 * 300) - 20 after iteration 1.
   assert [scalars["Train/GradientSteps"][i][0] for i in (0, 1)] == [55.0, 130.0]
-  _, state = checkpointing.restore_latest(str(base / "checkpoints"), runner._initial_state)  # pylint: disable=protected-access
-  assert int(state.step) == 130
+  _, state = checkpointing.read_state_dict(str(base / "checkpoints"))
+  assert int(checkpointing.agent_state_dict(state)["step"]) == 130
   assert runner.target_update_period == 10  # 20 env steps * 0.5 updates per step
   texts = summary_writer.read_texts(str(base))
   assert texts["Config/environment"] == "minatar:breakout"

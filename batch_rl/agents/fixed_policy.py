@@ -59,7 +59,7 @@ class CheckpointPolicy:
     if outputs_per_action != 1:
       kwargs["outputs_per_action"] = outputs_per_action
     self.network = self.network_fn(**kwargs)
-    self.params = jax.tree.map(jnp.asarray, state["params"])
+    self.params = jax.tree.map(jnp.asarray, checkpointing.agent_state_dict(state)["params"])
     self.mode = mode
     self.temperature = temperature
 
