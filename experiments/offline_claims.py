@@ -13,13 +13,17 @@ fixed seeds; then the script compares the final diagnostics (mean of the last
   mc    Monte-Carlo regression keeps srank higher than SARSA and FQE (IUP Fig. 4d)
   tanh  a tanh torso keeps srank higher than relu                    (Gulcehre et al.)
 
-FQE evaluates the greedy policy of the same seed's DQN run (its last checkpoint), so
-the dqn variant runs first. Runs live in --out/<variant>/seed_<k>; rerunning resumes
-or skips finished runs. Writes a figure (curves, mean and min-max over seeds) and a
+Each variant is a study (`batch_rl.study`: its TOML is written to
+--out/<variant>/study.toml) whose runs are its seeds, launched through the study
+launcher on --executor (local: --max_parallel runs at a time; slurm or ray: submitted
+and waited for). FQE evaluates the greedy policy of the same seed's DQN run (its last
+checkpoint), so the dqn study runs first. Runs live in --out/<variant>/seed_<k>;
+rerunning resumes interrupted runs and skips finished ones. Writes a figure (curves, mean and min-max over seeds) and a
 markdown table with per-seed outcomes. This is an experiment, not a test: it takes
 ~10-30 minutes on 2 CPU cores; its table is docs/offline_claims.md.
 """
 import argparse
+import json
 import logging
 import os
 import sys
@@ -27,9 +31,8 @@ import time
 
 import numpy as np
 
-from batch_rl import config as config_lib
-from batch_rl.runners import registry
 from batch_rl import summary_writer
+from batch_rl.study import launch as study_launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,9 +81,17 @@ def parse_args(argv):
   parser.add_argument("--dr3_coefficient", type=float, default=0.1)
   parser.add_argument("--final_iterations", type=int, default=3)
   parser.add_argument("--out", default=os.path.join(REPO, "runs", "claims"))
+  parser.add_argument("--executor", choices=("local", "slurm", "ray"), default="local")
+  parser.add_argument("--max_parallel", type=int, default=1,
+                      help="local executor: runs at a time")
   parser.add_argument("--figure", default=os.path.join(REPO, "docs", "offline_claims.png"))
   parser.add_argument("--table", default=os.path.join(REPO, "docs", "offline_claims.md"))
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if "fqe" in variants_needed(args.claims) and len(set(args.seeds)) < 2:
+    # FQE's study labels each seed's setting (its own DQN policy); a lone label would
+    # not name a run directory.
+    parser.error("the mc claim (FQE) needs at least two --seeds.")
+  return args
 
 
 def variants_needed(claims):
@@ -100,18 +111,45 @@ def run_dir(args, variant, seed):
   return os.path.join(args.out, variant, f"seed_{seed}")
 
 
-def train(args, variant, seed):
+def study_text(args, variant) -> str:
+  """The TOML study of one variant: its seeds, on the quickstart data and settings."""
   fields = {"lp_coefficient": args.lp_coefficient, "dr3_coefficient": args.dr3_coefficient,
-            "policy_run": run_dir(args, "dqn", seed)}
+            "policy_run": run_dir(args, "dqn", "{seed}")}
   bindings = [b.format(**fields) for b in VARIANTS[variant]] + [
-      f"FixedReplayRunner.seed = {seed}",
       f"FixedReplayRunner.num_iterations = {args.iterations}",
       f"FixedReplayRunner.training_steps = {args.steps}",
       f"FixedReplayRunner.evaluation_steps = {args.eval_steps}",
       f"load_fixed_replay.data_fraction = {args.data_fraction}",
   ]
-  config_lib.parse_gin([os.path.join(REPO, "gin_configs", "quickstart.gin")], bindings)
-  registry.create_runner(base_dir=run_dir(args, variant, seed)).run()
+  lines = [f'name = "offline_claims_{variant}"', 'gin_files = ["gin_configs/quickstart.gin"]',
+           f"bindings = {json.dumps([b for b in bindings if '{seed}' not in b])}"]
+  per_seed = [b for b in bindings if "{seed}" in b]
+  if per_seed:  # FQE: each seed evaluates its own DQN run, so seeds are labelled settings
+    lines.append("[axes.seed]")
+    for seed in args.seeds:
+      seed_bindings = [b.replace("{seed}", str(seed)) for b in per_seed]
+      seed_bindings.append(f"FixedReplayRunner.seed = {seed}")
+      lines.append(f'seed_{seed} = {{ bindings = {json.dumps(seed_bindings)} }}')
+  else:
+    lines += ["[seeds]", 'binding = "FixedReplayRunner.seed"', f"values = {list(args.seeds)}"]
+  return "\n".join(lines) + "\n"
+
+
+def train(args, variant):
+  """Launches (or resumes) the variant's study and waits for its runs."""
+  study_dir = os.path.join(args.out, variant)
+  os.makedirs(study_dir, exist_ok=True)
+  study_file = os.path.join(study_dir, "study.toml")
+  with open(study_file + ".tmp", "w") as f:
+    f.write(study_text(args, variant))
+  os.replace(study_file + ".tmp", study_file)
+  options = ({"max_parallel": args.max_parallel} if args.executor == "local" else
+             {"wait": True})
+  result = study_launch.launch(study_file, study_dir, args.executor, **options)
+  failed = {k: v for k, v in result.summary.items() if k != "done"}
+  if failed:
+    raise SystemExit(f"{variant}: runs ended {failed}; see "
+                     f"`python -m batch_rl.study status {study_dir}`.")
 
 
 def final_value(scalars, tag, count):
@@ -182,15 +220,15 @@ def main(argv):
   args = parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   variants = variants_needed(args.claims)
-  jobs = [(v, s) for v in variants for s in args.seeds]
   start = time.perf_counter()
-  for i, (variant, seed) in enumerate(jobs):
+  for i, variant in enumerate(variants):
     t0 = time.perf_counter()
-    train(args, variant, seed)
+    train(args, variant)
     elapsed = time.perf_counter() - start
-    eta = elapsed / (i + 1) * (len(jobs) - i - 1)
-    print(f"[{i + 1}/{len(jobs)}] {variant} seed {seed}: {time.perf_counter() - t0:.0f} s "
-          f"(elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min)", flush=True)
+    eta = elapsed / (i + 1) * (len(variants) - i - 1)
+    print(f"[{i + 1}/{len(variants)}] {variant} ({len(args.seeds)} seeds): "
+          f"{time.perf_counter() - t0:.0f} s (elapsed {elapsed / 60:.1f} min, ETA "
+          f"{eta / 60:.1f} min)", flush=True)
   logs, table = summarise(args, variants)
   plot(args, logs)
   with open(args.table + ".tmp", "w") as f:
