@@ -15,13 +15,13 @@ import re
 import shutil
 import tempfile
 from typing import Any, Optional
-
 import zipfile
 
 import flax.serialization
 import jax
 import numpy as np
 
+from batch_rl import host_arrays
 from batch_rl.tf_utils import gfile
 
 _PATTERN = re.compile(r"^ckpt_(\d+)\.msgpack$")
@@ -179,9 +179,30 @@ def read_arrays(checkpoint_dir: str, iteration: int, partial: bool = False
                 ) -> dict[str, np.ndarray]:
   """The arrays saved beside checkpoint `iteration` (or its partial checkpoint)."""
   path = _arrays_path(_path(checkpoint_dir, iteration, "partial" if partial else "ckpt"))
-  with gfile().GFile(path, "rb") as f:
-    with np.load(f) as npz:
-      return {name: npz[name] for name in npz.files}
+  out = {}
+  with gfile().GFile(path, "rb") as f, zipfile.ZipFile(f) as archive:
+    for member in archive.namelist():
+      with archive.open(member) as stream:
+        out[member[:-len(".npy")]] = _read_aligned(stream)
+  return out
+
+
+def _read_aligned(stream) -> np.ndarray:
+  """One .npy stream read into a 64-byte-aligned array (which jax.device_put on the CPU
+  aliases instead of copying, so a restored replay buffer is held once)."""
+  version = np.lib.format.read_magic(stream)
+  read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                 np.lib.format.read_array_header_2_0)
+  shape, fortran, dtype = read_header(stream)
+  array = host_arrays.aligned_empty(shape, dtype)
+  view = memoryview(array.reshape(-1).view(np.uint8))
+  filled = 0
+  while filled < len(view):
+    n = stream.readinto(view[filled:])
+    if not n:
+      raise ValueError(f"{stream.name}: the array ends after {filled} of {len(view)} bytes.")
+    filled += n
+  return array.T if fortran else array
 
 
 def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, Any]]:

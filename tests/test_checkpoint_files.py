@@ -24,6 +24,8 @@ def test_arrays_round_trip_and_are_pruned_with_their_checkpoint(tmp_path, compre
                               "ckpt_000002.arrays.npz", "ckpt_000002.msgpack"]
   arrays = checkpointing.read_arrays(directory, 2)
   np.testing.assert_array_equal(arrays["buffer/observation"], frames + 2)
+  # Aligned, so that jax.device_put on the CPU aliases it instead of copying it.
+  assert arrays["buffer/observation"].ctypes.data % 64 == 0
   assert arrays["buffer/add_count"] == 2 and arrays["buffer/add_count"].dtype == np.int32
 
 

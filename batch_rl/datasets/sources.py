@@ -19,6 +19,7 @@ import numpy as np
 from batch_rl.datasets import dqn_replay_format as fmt
 from batch_rl.datasets import rlu_tfds
 from batch_rl.datasets import store as store_lib
+from batch_rl.host_arrays import aligned_empty
 from batch_rl.tf_utils import gfile
 
 # observation, action, reward, terminal, return_to_go: [S, C, ...] host arrays.
@@ -48,19 +49,6 @@ def returns_to_go(info: fmt.ShardInfo, reward: np.ndarray, terminal: np.ndarray,
     values[t] = g
   out[order] = values
   return out
-
-
-def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
-  """np.empty whose data starts on an `alignment`-byte boundary.
-
-  jax.device_put on the CPU backend aliases an aligned numpy array instead of copying
-  it, so loaded data is held once, not twice (benchmarks/memory.py measures the peak).
-  """
-  dtype = np.dtype(dtype)
-  nbytes = int(np.prod(shape)) * dtype.itemsize
-  raw = np.empty(nbytes + alignment, np.uint8)
-  start = (-raw.ctypes.data) % alignment
-  return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def resolve_replay_dir(replay_dir: Optional[str], data_root: Optional[str],

@@ -71,8 +71,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from batch_rl import host_arrays
 from batch_rl.datasets import fixed_replay
-from batch_rl.datasets import sources
 from batch_rl.datasets import store as store_lib
 from batch_rl.replay import sampler
 
@@ -235,7 +235,7 @@ class StreamingReplay:
     positions = (np.repeat(index + n - frames + 1, frames) + within) % self.capacity
     shards = np.repeat(shard, frames)
     length = self.slot_capacity
-    observation = sources.aligned_empty((length,) + self._frames[0].shape[1:], np.uint8)
+    observation = host_arrays.aligned_empty((length,) + self._frames[0].shape[1:], np.uint8)
     observation[total:] = 0
     cuts = np.flatnonzero((np.diff(shards) != 0) | (np.diff(positions) != 1)) + 1
     for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [total]])):

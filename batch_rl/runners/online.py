@@ -152,8 +152,9 @@ class OnlineRunner:
     fork_step: environment step of the fork (tandem="forked").
     keep_checkpoints: checkpoints kept (each holds the agent, the replay buffer and
       the environment's state, so that the run resumes exactly).
-    compress_checkpoints: deflate the replay buffer in checkpoints (slower to write;
-      `python benchmarks/checkpoint_cost.py` prints both).
+    compress_checkpoints: deflate the replay buffer in checkpoints (level 1; frames
+      compress well, so this is usually faster to write and read as well as smaller:
+      `python benchmarks/checkpoint_cost.py` prints both ways side by side).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -168,7 +169,7 @@ class OnlineRunner:
                srank_delta: float = 0.01, log_dataset: bool = False,
                prioritized_replay: bool = False, tandem: Optional[str] = None,
                fork_step: int = 0, keep_checkpoints: int = 2,
-               compress_checkpoints: bool = False):
+               compress_checkpoints: bool = True):
     common.check_base_dir(base_dir)
     _check_settings(
         updates_per_step=updates_per_step, num_iterations=num_iterations,
