@@ -5,6 +5,7 @@ prints its message as one paragraph (exit status 2) instead of a traceback.
 """
 import math
 import numbers
+import os
 from typing import Optional
 
 
@@ -52,3 +53,22 @@ def check_in_range(binding: str, value, low: float, high: float, *,
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     what = f" ({meaning})" if meaning else ""
     raise ConfigError(f"`{binding}` must be in {interval}{what}, got {value!r}.")
+
+
+def check_writable_dir(path: str, flag: str, purpose: str) -> None:
+  """ConfigError unless `path` (the value of `flag`) is given and could be created and
+  written to. Nothing is created: its nearest existing ancestor must be a writable
+  directory (local paths; remote ones such as gs:// are checked when first written)."""
+  if not path:
+    raise ConfigError(f"{flag} is required: {purpose}.")
+  if "://" in path:
+    return
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"{flag}={path} cannot be created: {existing} is a file, not a "
+                      "directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"{flag}={path} cannot be written: {existing} is not writable "
+                      "(permissions or a read-only file system).")

@@ -38,24 +38,9 @@ def seed_int(*entropy: int) -> int:
 
 
 def check_base_dir(base_dir: str) -> None:
-  """ConfigError unless base_dir is given and could be created and written to.
-
-  Nothing is created here: the nearest existing ancestor must be a writable directory
-  (local paths; remote ones such as gs:// are checked when first written).
-  """
-  if not base_dir:
-    raise ConfigError("--base_dir is required: the directory this run writes to.")
-  if "://" in base_dir:
-    return
-  path = os.path.abspath(base_dir)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path):
-    raise ConfigError(f"--base_dir={base_dir} cannot be created: {path} is a file, not a "
-                      "directory.")
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise ConfigError(f"--base_dir={base_dir} cannot be written: {path} is not writable "
-                      "(permissions or a read-only file system).")
+  """ConfigError unless base_dir is given and could be created and written to
+  (nothing is created)."""
+  validation.check_writable_dir(base_dir, "--base_dir", "the directory this run writes to")
 
 
 def check_at_least_one(owner: str, **values: int) -> None:

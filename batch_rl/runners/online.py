@@ -200,7 +200,6 @@ class OnlineRunner:
     if not 0 <= min_replay_history <= replay_capacity:
       raise ConfigError(f"`OnlineRunner.min_replay_history` must be in [0, replay_capacity "
                         f"= {replay_capacity}], got {min_replay_history}.")
-    self.num_iterations = num_iterations
     self.training_steps = training_steps
     self.evaluation_steps = evaluation_steps
     self.updates_per_step = updates_per_step

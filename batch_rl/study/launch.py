@@ -31,6 +31,7 @@ import inspect
 import os
 from typing import Any, Callable, Optional
 
+from batch_rl import validation
 from batch_rl.study import files
 from batch_rl.study import run as run_lib
 from batch_rl.study import spec
@@ -123,17 +124,8 @@ def _recorded_runs(record: Optional[dict], study_dir: str) -> dict[str, run_lib.
 
 def check_study_dir(study_dir: str) -> None:
   """ConfigError unless study_dir could be created and written (nothing is created)."""
-  if not study_dir:
-    raise ConfigError("--study_dir is required: the directory the study's runs go to.")
-  path = os.path.abspath(study_dir)
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  if not os.path.isdir(path):
-    raise ConfigError(f"--study_dir={study_dir} cannot be created: {path} is a file, not "
-                      "a directory.")
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise ConfigError(f"--study_dir={study_dir} cannot be written: {path} is not "
-                      "writable (permissions or a read-only file system).")
+  validation.check_writable_dir(study_dir, "--study_dir",
+                                "the directory the study's runs go to")
 
 
 def plan(study: spec.Study, study_dir: str, retry_failed: bool = False,
