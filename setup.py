@@ -44,5 +44,7 @@ setuptools.setup(
         # nbclient + ipykernel execute analysis/notebooks in the tests (kernel "python3").
         "dev": ["pytest>=8", "pytest-xdist>=3", "nbclient>=0.10", "nbformat>=5.10",
                 "ipykernel>=6.29"],
+        # Study executors: --executor slurm (submitit) and --executor ray.
+        "cluster": ["submitit>=1.5.4", "ray>=2.60"],
     },
 )
