@@ -50,13 +50,15 @@ def _fail(error: BaseException, status: int) -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  # Imported here so that --help answers without importing JAX and TensorFlow.
-  from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import common  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import registry  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import run_dir  # pylint: disable=g-import-not-at-top
+  # Imported here so that --help answers without importing JAX and TensorFlow. The stop
+  # module first: a SIGTERM during the imports and set-up then exits 3 as well.
   from batch_rl.runners import stop_signal  # pylint: disable=g-import-not-at-top
+  stop_signal.stop_until_training()
   try:
+    from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
+    from batch_rl.runners import common  # pylint: disable=g-import-not-at-top
+    from batch_rl.runners import registry  # pylint: disable=g-import-not-at-top
+    from batch_rl.runners import run_dir  # pylint: disable=g-import-not-at-top
     config_lib.parse_gin(FLAGS.gin_files, FLAGS.gin_bindings)
     if FLAGS.restart:
       run_dir.move_aside(FLAGS.base_dir)

@@ -153,3 +153,19 @@ def test_online_run_stopped_by_sigterm_and_killed_resumes_exactly(tmp_path):
   assert third.wait(timeout=helpers.SUBPROCESS_TIMEOUT) == 0, log.read_text()[-2000:]
   assert checkpointing.list_partial(checkpoints) == []
   assert_same_run(base, tmp_path / "reference")
+
+
+def test_a_sigterm_during_start_up_exits_3_with_nothing_written(tmp_path):
+  base = tmp_path / "early"
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={base}",
+       "--gin_files=gin_configs/online/minatar_dqn.gin"] + [
+           f"--gin_bindings={b}" for b in online_bindings()], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  time.sleep(3.0)  # importing JAX and TensorFlow, well before the first jitted call
+  proc.send_signal(signal.SIGTERM)
+  output, _ = proc.communicate(timeout=helpers.SUBPROCESS_TIMEOUT)
+  assert proc.returncode == 3, output[-2000:]
+  # Stopped at once, or (had an import swallowed the exception) at the first safe point.
+  assert "before training started" in output or "Stopped on SIGTERM in iteration 1" in output
+  assert not checkpointing.list_iterations(str(base / "checkpoints"))

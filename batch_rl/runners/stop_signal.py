@@ -18,6 +18,30 @@ class Preempted(Exception):
   """The run stopped on a signal after checkpointing its position; rerun to continue."""
 
 
+# The signal received before a runner's GracefulStop was entered, if any.
+_pending: Optional[str] = None
+
+
+def _stop_before_training(signum, frame) -> None:
+  global _pending
+  del frame
+  _pending = signal.Signals(signum).name
+  raise Preempted(f"Stopped on {signal.Signals(signum).name} before training started; "
+                  "there was nothing new to checkpoint. Rerun the same command to "
+                  "continue.")
+
+
+def stop_until_training() -> None:
+  """Until a runner's GracefulStop takes over, SIGTERM/SIGUSR2 end the process at once
+  (raising Preempted in the main thread): before the first jitted call nothing is lost.
+  train.py calls this first, so a signal during its start-up also exits 3. Should a
+  library swallow the exception (an import guarded by `except Exception`), the signal
+  stays pending and the runner stops at its first safe point instead."""
+  if threading.current_thread() is threading.main_thread():
+    for sig in SIGNALS:
+      signal.signal(sig, _stop_before_training)
+
+
 class GracefulStop:
   """Context manager: while active, SIGTERM/SIGUSR2 set `requested` (the signal's name).
 
@@ -37,6 +61,8 @@ class GracefulStop:
     if threading.current_thread() is threading.main_thread():
       for sig in SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)
+    if _pending:
+      self.requested = _pending
     return self
 
   def __exit__(self, *exc) -> None:
