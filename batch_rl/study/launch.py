@@ -175,6 +175,13 @@ def _action(run: run_lib.Run, retry_failed: bool, resumes: bool) -> str:
     return "skip: failed (--retry_failed launches it again)"
   if s.state == run_lib.RUNNING:
     return f"skip: running (host {s.host}, pid {s.pid})"
+  if s.state == run_lib.QUEUED:
+    from batch_rl.study.executors import slurm  # pylint: disable=g-import-not-at-top
+    listed = slurm.queued_in_slurm(s.job_id)
+    if listed or listed is None:
+      return (f"skip: queued in SLURM as job {s.job_id}" if listed else
+              f"skip: queued as job {s.job_id} (squeue does not answer: cannot tell if "
+              "it still waits)")
   return LAUNCH
 
 

@@ -29,6 +29,9 @@ STUDY_FILE = "study.json"
 # signal (preempted, killed); rerunning resumes it. "failed": train.py exited 1 or 2.
 PENDING, RUNNING, DONE, FAILED, INTERRUPTED = (
     "pending", "running", "done", "failed", "interrupted")
+# Submitted to a scheduler's queue and not started yet ("job_id" says where); a relaunch
+# skips it while the scheduler still lists the job.
+QUEUED = "queued"
 
 # train.py's exit status after a graceful stop (SIGTERM or SIGUSR2): it finished its
 # current jitted call, wrote a checkpoint with its position inside the iteration, and

@@ -27,7 +27,7 @@ from batch_rl.study import files
 from batch_rl.study import run as run_lib
 
 STALE = "stale"
-STATES = (run_lib.PENDING, run_lib.RUNNING, STALE, run_lib.INTERRUPTED, run_lib.FAILED,
+STATES = (run_lib.PENDING, run_lib.QUEUED, run_lib.RUNNING, STALE, run_lib.INTERRUPTED, run_lib.FAILED,
           run_lib.DONE)
 # A run on another host with nothing written for this long is taken to be dead.
 STALE_AFTER_S = 3600.0

@@ -384,11 +384,32 @@ def launch(runs: list[run_lib.Run], study_dir: str, partition: Optional[str] = N
   task = RunTask(threads=cpus_per_run, max_requeue=max_requeue)
   jobs = executor.map_array(task, list(runs))
   job_ids = [j.job_id for j in jobs]
+  for run, job_id in zip(runs, job_ids):
+    _mark_queued(run, job_id)
   _print_submitted(runs, job_ids, study_dir, partition, time_min, cpus_per_run,
                    gpus_per_run)
   if not wait:
     return {}
   return wait_for(runs, job_ids)
+
+
+def _mark_queued(run: run_lib.Run, job_id: str) -> None:
+  """Records that the run waits in SLURM's queue as `job_id`, unless its job has
+  already started (then run_one's status stands); a relaunch skips it meanwhile."""
+  path = job.status_path(run.run_dir)
+  status = files.read_json(path) or {}
+  if status.get("state") in (run_lib.RUNNING, run_lib.DONE):
+    return
+  files.write_json(path, {**status, "state": run_lib.QUEUED, "job_id": job_id,
+                          "queued": job.now()})
+
+
+def queued_in_slurm(job_id: str) -> Optional[bool]:
+  """Whether SLURM still lists `job_id` as not ended; None when squeue does not answer."""
+  if shutil.which("squeue") is None:
+    return None
+  active = _active_job_ids([_array_id(job_id)])
+  return None if active is None else job_id in active
 
 
 def _print_submitted(runs, job_ids, study_dir, partition, time_min, cpus_per_run,
