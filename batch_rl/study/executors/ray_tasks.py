@@ -38,6 +38,7 @@ from typing import Optional
 from urllib import parse
 
 from batch_rl import validation
+from batch_rl.study import executors
 from batch_rl.study import files
 from batch_rl.study import job
 from batch_rl.study import run as run_lib
@@ -53,15 +54,6 @@ CONNECT_TIMEOUT_S = 5.0
 # Seconds to wait for the tasks to stop after Ctrl-C.
 STOP_TIMEOUT_S = 120.0
 _DEFAULT_PORTS = {"ray": 10001, "": 6379}
-
-
-def _check_options(options: dict) -> None:
-  """ConfigError for an option no executor knows (another executor's are ignored)."""
-  unknown = sorted(set(options) - set(OTHER_OPTIONS))
-  if unknown:
-    raise ConfigError(f"--executor ray does not know the option(s) "
-                      f"{', '.join('--' + k for k in unknown)}; it takes "
-                      f"{', '.join('--' + k for k in OPTIONS)}.")
 
 
 def _host_port(address: str) -> Optional[tuple[str, int]]:
@@ -298,7 +290,7 @@ def launch(runs: list[run_lib.Run], study_dir: str, ray_address: Optional[str] =
   answers or a wrong option.
   """
   del study_dir  # the runs carry their directories
-  _check_options(rest)
+  executors.reject_unknown_options("ray", rest, OPTIONS, OTHER_OPTIONS)
   validation.check_positive("--cpus_per_run", cpus_per_run)
   validation.check_int_at_least("--gpus_per_run", gpus_per_run, 0)
   validation.check_int_at_least("--max_requeue", max_requeue, 0)

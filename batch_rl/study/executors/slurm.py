@@ -50,6 +50,7 @@ import time
 from typing import Optional, Sequence
 
 from batch_rl import validation
+from batch_rl.study import executors
 from batch_rl.study import files
 from batch_rl.study import job
 from batch_rl.study import run as run_lib
@@ -201,15 +202,6 @@ class RunTask:
 
 # ------------------------------------------------------------------------------------
 # On the submitting machine.
-
-def _check_options(options: dict) -> None:
-  """ConfigError for an option no executor knows (another executor's are ignored)."""
-  unknown = sorted(set(options) - set(OTHER_OPTIONS))
-  if unknown:
-    raise ConfigError(f"--executor slurm does not know the option(s) "
-                      f"{', '.join('--' + k for k in unknown)}; it takes "
-                      f"{', '.join('--' + k for k in OPTIONS)}.")
-
 
 def parse_sbatch(entries) -> dict[str, str]:
   """--sbatch entries -> {key: value} of sbatch long options ("account": "my_lab").
@@ -370,7 +362,7 @@ def launch(runs: list[run_lib.Run], study_dir: str, partition: Optional[str] = N
   has ended. Raises ConfigError, having submitted nothing, when SLURM is missing, the
   partition does not exist or an option is wrong.
   """
-  _check_options(rest)
+  executors.reject_unknown_options("slurm", rest, OPTIONS, OTHER_OPTIONS)
   _check_numbers(time_min, cpus_per_run, gpus_per_run, mem_gb, max_requeue,
                  array_parallelism)
   extra = parse_sbatch(sbatch or ())
