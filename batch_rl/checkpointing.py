@@ -26,6 +26,7 @@ from batch_rl.tf_utils import gfile
 
 _PATTERN = re.compile(r"^ckpt_(\d+)\.msgpack$")
 _PARTIAL = re.compile(r"^partial_(\d+)\.msgpack$")
+_READ_CHUNK = 64 << 20  # bytes of an arrays file read at a time
 
 
 def _path(checkpoint_dir: str, iteration: int, prefix: str = "ckpt") -> str:
@@ -197,8 +198,8 @@ def _read_aligned(stream) -> np.ndarray:
   array = host_arrays.aligned_empty(shape, dtype)
   view = memoryview(array.reshape(-1).view(np.uint8))
   filled = 0
-  while filled < len(view):
-    n = stream.readinto(view[filled:])
+  while filled < len(view):  # in chunks: a zip member's readinto reads its whole size
+    n = stream.readinto(view[filled:filled + _READ_CHUNK])
     if not n:
       raise ValueError(f"{stream.name}: the array ends after {filled} of {len(view)} bytes.")
     filled += n

@@ -286,8 +286,9 @@ def online_rows(table: Table, name: str, root: str, files, bindings, frames: int
                 cold: bool, compressed_too: bool) -> None:
   """One row per variant (uncompressed; compressed with `compressed_too`), all written
   from one full buffer, which is dropped before anything is read back."""
-  variants = [("", [])] + ([(", compressed", ["OnlineRunner.compress_checkpoints = True"])]
-                           if compressed_too else [])
+  variants = [("", ["OnlineRunner.compress_checkpoints = False"])] + (
+      [(", compressed", ["OnlineRunner.compress_checkpoints = True"])]
+      if compressed_too else [])
   reset_peak()
   os.makedirs(root, exist_ok=True)
   runners = []

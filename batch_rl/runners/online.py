@@ -152,9 +152,9 @@ class OnlineRunner:
     fork_step: environment step of the fork (tandem="forked").
     keep_checkpoints: checkpoints kept (each holds the agent, the replay buffer and
       the environment's state, so that the run resumes exactly).
-    compress_checkpoints: deflate the replay buffer in checkpoints (level 1; frames
-      compress well, so this is usually faster to write and read as well as smaller:
-      `python benchmarks/checkpoint_cost.py` prints both ways side by side).
+    compress_checkpoints: deflate the replay buffer in checkpoints (level 1): frames
+      compress well, so the files are far smaller and quicker to resume from, at a
+      similar write time (`python benchmarks/checkpoint_cost.py` prints both ways).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
