@@ -188,6 +188,10 @@ class FixedReplayRunner:
     return [(fn, steps) for (fn, calls), steps in zip(self._schedule, self._steps_per_call)
             for _ in range(calls)]
 
+  def _steps_before(self, calls_done: int) -> int:
+    """Gradient steps of the iteration's first `calls_done` train calls."""
+    return sum(steps for _, steps in self._calls()[:calls_done])
+
   def _train(self, state, iteration: int, position: dict):
     """The iteration's train calls from `position["calls"]` on, with its running totals.
 
@@ -218,7 +222,7 @@ class FixedReplayRunner:
     """Checkpoints a position inside `iteration` and raises stop_signal.Preempted."""
     path = checkpointing.save_partial(self.checkpoint_dir, iteration,
                                       {"agent": state, "position": position})
-    steps = sum(steps for _, steps in self._calls()[:position["calls"]])
+    steps = self._steps_before(position["calls"])
     raise self._stop.preempted(
         f"in iteration {iteration + 1} of {self.num_iterations}, after {steps} of its "
         f"{self.training_steps} training steps", path)
@@ -243,7 +247,7 @@ class FixedReplayRunner:
     if position is None:
       position = dict(calls=0, totals=self._zero_metrics, seconds=0.0)
     if self._stream is not None and position["calls"]:
-      steps = sum(steps for _, steps in self._calls()[:position["calls"]])
+      steps = self._steps_before(position["calls"])
       self._data = self._stream.start(iteration * self.training_steps + steps)
     state, metrics, position = self._train(state, iteration, position)
     if self._stream is not None:
