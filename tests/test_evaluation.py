@@ -149,3 +149,53 @@ def test_batched_minatar_evaluation_plays_each_envs_episodes_as_alone():
   other = evaluation.evaluate(policy, [make(0)], 10**6, key, max_episodes=len(returns),
                               env_ids=[1])
   assert other.episode_lengths != lengths
+
+
+def test_groups_play_as_each_group_alone():
+  """evaluate_groups: each group its own budget, key and result, stepped together."""
+  seeds = [21, 22, 23, 24]
+  make = lambda i: factory.create_environment("minatar:breakout", seed=seeds[i])
+  probe = make(0)
+  agent = dqn.DQNAgent(num_actions=probe.num_actions, network=networks.MinAtarDQNNetwork)
+  params = helpers.random_params(agent, 0, tuple(probe.observation_shape) + (1,))
+  act = jax.jit(agent.act)
+  policy = lambda states, keys: act(params, states, keys, 0.3)
+  keys = [jax.random.PRNGKey(7), jax.random.PRNGKey(8)]
+  together = evaluation.evaluate_groups(policy, [make(i) for i in range(4)], 150, keys)
+  for group, key in enumerate(keys):
+    alone = evaluation.evaluate(policy, [make(2 * group), make(2 * group + 1)], 150, key)
+    assert together[group] == alone, group
+  assert together[0].episode_returns != together[1].episode_returns
+
+
+def test_vector_atari_plays_the_python_envs_episodes():
+  """The C++ vector env seeded with atari.ale_seed(s) plays AtariEnvironment(seed=s)'s
+  episodes: the same frames, so the same returns under the same policy keys."""
+  from batch_rl.environments import atari  # pylint: disable=g-import-not-at-top
+  from batch_rl.environments import atari_vector  # pylint: disable=g-import-not-at-top
+  seeds = [s for s in range(10) if atari.ale_seed(s) >= 0][:2]
+  python_envs = [atari.AtariEnvironment("Pong", seed=s, max_episode_steps=60)
+                 for s in seeds]
+  vector = atari_vector.AtariVectorEnvironments(
+      "Pong", [atari.ale_seed(s) for s in seeds], max_episode_steps=60)
+  agent = dqn.DQNAgent(num_actions=vector.num_actions)
+  params = helpers.random_params(agent, 0, (84, 84, 4))
+  act = jax.jit(agent.act)
+  policy = lambda states, keys: act(params, states, keys, 0.5)
+  key = jax.random.PRNGKey(3)
+  expected = evaluation.evaluate(policy, python_envs, 200, key)
+  found = evaluation.evaluate(policy, vector, 200, key)
+  vector.close()
+  assert found == expected
+  assert found.num_episodes >= 4 and found.episode_lengths[0] == 60
+
+
+def test_atari_evaluation_uses_the_vector_env_unless_bound_off():
+  from batch_rl.environments import atari_vector  # pylint: disable=g-import-not-at-top
+  batch = evaluation.create_environments("atari:Pong", [1, 2])
+  assert isinstance(batch, atari_vector.AtariVectorEnvironments) and batch.num_envs == 2
+  batch.close()
+  python = evaluation.create_environments("atari:Pong", [1, 2], atari_vector_env=False)
+  assert isinstance(python, evaluation.LockstepEnvs) and python.num_envs == 2
+  minatar = evaluation.create_environments("minatar:breakout", [1])
+  assert isinstance(minatar, evaluation.LockstepEnvs)

@@ -8,6 +8,10 @@ lockstep (one batched policy call per step), an environment that finishes an epi
 starts another only while the phase total is below the budget; episodes in progress
 always finish. With one environment this is exactly Dopamine's loop.
 
+Several phases can run in one loop (`evaluate_groups`): the environments are split
+into groups of equal size, each group with its own budget, key and result, all
+stepped together with one policy call per step (the seeds of a vmapped run).
+
 Randomness is per environment: the policy gets one key per row, and the key of
 environment i at its j-th step is fold_in(fold_in(key, i), j). So environment i's
 episodes depend only on (key, i, its own seed), not on how many environments step
@@ -18,10 +22,17 @@ as evaluating e_i alone (with `env_ids=[i]`), as long as the phase lets it play 
 The agent's state is the stack of the last `stack_size` frames, zeroed at every reset
 (Dopamine's `_reset_state`), frames on the last axis, of the environment's observation
 dtype (uint8 frames for Atari and MinAtar, float32 vectors for gym).
+
+Environments come as a list of `Environment`s (stepped one by one in Python,
+`LockstepEnvs`) or as a batch that steps them all in one call, such as ale-py's C++
+vector env (`atari_vector.AtariVectorEnvironments`): anything with `num_envs`,
+`observation_spec`, `stack_size`, `reset()` and `step(actions, active)` as
+`LockstepEnvs` has them.
 """
 import dataclasses
 from typing import Callable, Sequence
 
+import gin
 import jax
 import numpy as np
 
@@ -34,6 +45,8 @@ PolicyFn = Callable[[np.ndarray, jax.Array], jax.Array]
 
 # (keys of the environments [N], their step counts [N]) -> the keys of this step [N]
 _step_keys = jax.jit(jax.vmap(jax.random.fold_in))
+# (key, env ids [N]) -> the environments' keys [N]
+_env_keys = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +81,80 @@ class Stopped(Exception):
   """`evaluate` ended early because `should_stop()` said so; nothing was returned."""
 
 
-def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
-             key: jax.Array, max_episodes: int | None = None,
-             env_ids: Sequence[int] | None = None,
+class LockstepEnvs:
+  """Python environments stepped one after another, as one batch.
+
+  `step` steps only the active environments; one whose episode ends starts its next
+  episode in the same call and returns that episode's first frame (the "same step"
+  autoreset of ale-py's vector env).
+  """
+
+  def __init__(self, envs: Sequence[Environment]):
+    if not envs:
+      raise ValueError("LockstepEnvs needs at least one environment.")
+    self.envs = list(envs)
+    self.num_envs = len(self.envs)
+    self.observation_spec = factory.observation_spec_of(self.envs[0])
+    self.stack_size = self.envs[0].stack_size
+
+  def _frames(self) -> np.ndarray:
+    return np.zeros((self.num_envs,) + tuple(self.observation_spec.shape),
+                    self.observation_spec.dtype)
+
+  def reset(self) -> np.ndarray:
+    frames = self._frames()
+    for i, env in enumerate(self.envs):
+      frames[i] = env.reset()
+    return frames
+
+  def step(self, actions: np.ndarray, active: np.ndarray):
+    """(frames, rewards, terminals, truncated) [N]; inactive rows are zeros/False."""
+    frames = self._frames()
+    rewards = np.zeros(self.num_envs)
+    terminals = np.zeros(self.num_envs, bool)
+    truncated = np.zeros(self.num_envs, bool)
+    for i in np.flatnonzero(active):
+      frame, rewards[i], terminals[i], truncated[i] = self.envs[i].step(int(actions[i]))
+      frames[i] = self.envs[i].reset() if terminals[i] or truncated[i] else frame
+    return frames, rewards, terminals, truncated
+
+  def close(self) -> None:
+    for env in self.envs:
+      getattr(env, "close", lambda: None)()
+
+
+@gin.configurable
+def create_environments(name: str, seeds: Sequence[int], atari_vector_env: bool = True):
+  """The evaluation environments of `name` ('family:game'), one per seed, as a batch.
+
+  Atari games step in ale-py's C++ vector env (`atari_vector.AtariVectorEnvironments`,
+  Dopamine's protocol, its own resize; README compares it with the Python path) unless
+  `atari_vector_env` is False; everything else (and Atari then) is `LockstepEnvs` of
+  `factory.create_environment`.
+  """
+  family, _, game = name.partition(":")
+  if family == "atari" and atari_vector_env:
+    # Imported here: it checks that the installed ale-py has the vector env.
+    from batch_rl.environments import atari_vector  # pylint: disable=g-import-not-at-top
+    return atari_vector.AtariVectorEnvironments(game, seeds=list(seeds))
+  return LockstepEnvs([factory.create_environment(name, seed=seed) for seed in seeds])
+
+
+def as_env_batch(envs):
+  """`envs` as a batch: a list of environments becomes LockstepEnvs."""
+  return envs if hasattr(envs, "num_envs") else LockstepEnvs(envs)
+
+
+def evaluate(policy: PolicyFn, envs, min_steps: int, key: jax.Array,
+             max_episodes: int | None = None, env_ids: Sequence[int] | None = None,
              should_stop: Callable[[], bool] | None = None) -> EvalResult:
   """Plays `envs` in lockstep until `min_steps` agent steps, finishing open episodes.
 
   Args:
     policy: batched policy (epsilon-greedy already inside, e.g. `agent.act`), called
       once per step with one key per row (`agent.act` takes them).
-    envs: environments of one kind (same observation spec and stack size).
+    envs: environments of one kind (same observation spec and stack size), as a list
+      or as a batch (module docstring).
     min_steps: the phase's step budget (125,000 agent steps in the papers).
     key: PRNG key; env i's key at its step j is fold_in(fold_in(key, env_ids[i]), j).
     max_episodes: optional cap on completed episodes, all environments together (ends
@@ -87,46 +164,69 @@ def evaluate(policy: PolicyFn, envs: Sequence[Environment], min_steps: int,
     should_stop: checked before every step; True raises Stopped (a graceful stop of
       the run: the phase is replayed from its start when the run resumes).
   """
-  num = len(envs)
-  ids = list(range(num)) if env_ids is None else [int(i) for i in env_ids]
-  if len(ids) != num:
-    raise ValueError(f"env_ids has {len(ids)} entries for {num} environments.")
-  env_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(np.asarray(ids, np.uint32))
+  batch = as_env_batch(envs)
+  ids = list(range(batch.num_envs)) if env_ids is None else [int(i) for i in env_ids]
+  if len(ids) != batch.num_envs:
+    raise ValueError(f"env_ids has {len(ids)} entries for {batch.num_envs} environments.")
+  keys = _env_keys(key, np.asarray(ids, np.uint32))
+  return _play(policy, batch, min_steps, keys, np.zeros(batch.num_envs, int), 1, ids,
+               max_episodes, should_stop)[0]
+
+
+def evaluate_groups(policy: PolicyFn, envs, min_steps: int, keys: Sequence[jax.Array],
+                    max_episodes: int | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> list[EvalResult]:
+  """One phase per key, all stepped together: the environments split into len(keys)
+  consecutive groups of equal size; group g plays as `evaluate(policy, its envs,
+  min_steps, keys[g], max_episodes)` would alone, with its own budget and result."""
+  batch = as_env_batch(envs)
+  num_groups = len(keys)
+  size, rest = divmod(batch.num_envs, num_groups)
+  if rest or not size:
+    raise ValueError(f"{batch.num_envs} environments do not split into {num_groups} "
+                     "groups of equal size.")
+  ids = list(range(size)) * num_groups
+  env_keys = np.concatenate([np.asarray(_env_keys(k, np.arange(size, dtype=np.uint32)))
+                             for k in keys])
+  groups = np.repeat(np.arange(num_groups), size)
+  return _play(policy, batch, min_steps, env_keys, groups, num_groups, ids, max_episodes,
+               should_stop)
+
+
+def _play(policy, batch, min_steps, env_keys, groups, num_groups, ids, max_episodes,
+          should_stop) -> list[EvalResult]:
+  """The lockstep loop of `evaluate_groups`: budget, episode cap and results per group."""
+  num = batch.num_envs
   env_steps = np.zeros(num, np.uint32)
-  spec, stack = factory.observation_spec_of(envs[0]), envs[0].stack_size
-  states = np.zeros((num,) + spec.shape + (stack,), spec.dtype)
-
-  def start(i):
-    states[i] = 0
-    states[i, ..., -1] = envs[i].reset()
-
-  for i in range(num):
-    start(i)
+  spec, stack = batch.observation_spec, batch.stack_size
+  states = np.zeros((num,) + tuple(spec.shape) + (stack,), spec.dtype)
+  states[..., -1] = batch.reset()
   active = np.ones(num, bool)
   ep_return, ep_length = np.zeros(num), np.zeros(num, np.int64)
-  returns, lengths, episode_envs, total_steps = [], [], [], 0
+  episodes = [[] for _ in range(num_groups)]  # (return, length, env id) per group
+  group_steps = np.zeros(num_groups, np.int64)
+  capped = np.zeros(num_groups, bool)
   while active.any():
     if should_stop is not None and should_stop():
       raise Stopped()
     actions = np.asarray(policy(states, _step_keys(env_keys, env_steps)))
-    for i in np.flatnonzero(active):
-      frame, reward, terminal, truncated = envs[i].step(int(actions[i]))
-      total_steps += 1
-      env_steps[i] += 1
-      ep_return[i] += reward
-      ep_length[i] += 1
-      states[i] = np.roll(states[i], -1, axis=-1)
-      states[i, ..., -1] = frame
-      if terminal or truncated:
-        returns.append(float(ep_return[i]))
-        lengths.append(int(ep_length[i]))
-        episode_envs.append(ids[i])
-        ep_return[i], ep_length[i] = 0.0, 0
-        done = max_episodes is not None and len(returns) >= max_episodes
-        if total_steps >= min_steps or done:
-          active[i] = False
-        else:
-          start(i)
-    if max_episodes is not None and len(returns) >= max_episodes:
-      break
-  return EvalResult(tuple(returns), tuple(lengths), total_steps, tuple(episode_envs))
+    frames, rewards, terminals, truncated = batch.step(actions, active)
+    stepping = np.flatnonzero(active)
+    np.add.at(group_steps, groups[stepping], 1)
+    env_steps[stepping] += 1
+    ep_return[stepping] += rewards[stepping]
+    ep_length[stepping] += 1
+    states[stepping] = np.roll(states[stepping], -1, axis=-1)
+    states[stepping, ..., -1] = frames[stepping]
+    for i in stepping[(terminals | truncated)[stepping]]:
+      group = groups[i]
+      episodes[group].append((float(ep_return[i]), int(ep_length[i]), ids[i]))
+      ep_return[i], ep_length[i] = 0.0, 0
+      states[i, ..., :-1] = 0  # the new episode's stack: its first frame only
+      capped[group] = max_episodes is not None and len(episodes[group]) >= max_episodes
+      if group_steps[group] >= min_steps or capped[group]:
+        active[i] = False
+    active &= ~capped[groups]  # a group that reached its episode cap ends at once
+  return [EvalResult(tuple(e[0] for e in done), tuple(e[1] for e in done),
+                     int(steps), tuple(e[2] for e in done))
+          for done, steps in zip(episodes, group_steps)]

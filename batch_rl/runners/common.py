@@ -64,12 +64,13 @@ def is_finished(checkpoint_dir: str, num_iterations: int) -> bool:
   return bool(done) and done[-1] >= num_iterations - 1
 
 
-def write_run_config(base_dir: str, writers: Sequence[Any], texts: dict[str, str]) -> None:
+def write_run_config(base_dir: str, writers: Sequence[Any], texts: dict[str, str],
+                     rewrite: Callable[[str], str] = lambda text: text) -> None:
   """Writes the operative gin config to <base_dir>/config.gin (atomically) and, with
   `texts` (tag -> line: data, environment and its ROM), as TensorBoard text to every
-  writer."""
-  run_dir.record_bindings(base_dir)
-  config = gin.operative_config_str()
+  writer. `rewrite` maps both gin texts first (a vmapped run's seed binds its own)."""
+  run_dir.record_bindings(base_dir, rewrite)
+  config = rewrite(gin.operative_config_str())
   checkpointing.write_atomically(os.path.join(base_dir, run_dir.OPERATIVE_FILE),
                                  config.encode())
   for writer in writers:
@@ -115,32 +116,58 @@ def make_sampler(sample_transitions: Callable, batch_size: int, *, stack_size: i
 
 
 class Evaluator:
-  """The evaluation phase of a run: `num_envs` fresh environments in lockstep.
+  """The evaluation phase of a run: `num_envs` fresh environments in lockstep, per seed.
 
   Environment i of iteration t is seeded by seed_int(seed, 3, t, i) and the policy's
   keys derive from fold_in(fold_in(key, 2), t), so an iteration's evaluation does not
   depend on what ran before it (a resumed run evaluates as an uninterrupted one).
+
+  `seed` and `key` are one run's, or lists of them, one per seed of a vmapped run: the
+  seeds' environments then step together, with one policy call per step vmapped over
+  the seeds' stacked parameters (`evaluate_seeds`), and seed k's phase is the one a
+  solo run with seed k plays.
   """
 
-  def __init__(self, env_name: str, act: Callable, *, seed: int, key: jax.Array,
-               num_envs: int, steps: int, epsilon: float):
+  def __init__(self, env_name: str, act: Callable, *, seed, key, num_envs: int,
+               steps: int, epsilon: float):
     self.env_name = env_name
-    self._act = jax.jit(act)
-    self.seed = seed
-    self._key = jax.random.fold_in(key, 2)
+    self.seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed]
+    keys = list(key) if isinstance(key, (list, tuple)) else [key]
+    self._keys = [jax.random.fold_in(k, 2) for k in keys]
     self.num_envs = num_envs
     self.steps = steps
     self.epsilon = epsilon
+    num_seeds, shape = len(self.seeds), (len(self.seeds), num_envs)
+
+    def seeds_act(params, states, keys):
+      states = states.reshape(shape + states.shape[1:])
+      keys = keys.reshape(shape + keys.shape[1:])
+      actions = jax.vmap(act, in_axes=(0, 0, 0, None))(params, states, keys, epsilon)
+      return actions.reshape(-1)
+
+    solo_act = lambda params, states, keys: act(params, states, keys, epsilon)
+    self._act = jax.jit(seeds_act if num_seeds > 1 else solo_act)
+
+  def evaluate_seeds(self, params: Any, iteration: int,
+                     should_stop: Optional[Callable[[], bool]] = None
+                     ) -> list[evaluation.EvalResult]:
+    """The evaluation of `iteration` for every seed (params stacked on a leading seed
+    axis when there are several); evaluation.Stopped once `should_stop()` is True."""
+    env_seeds = [seed_int(seed, 3, iteration, i) for seed in self.seeds
+                 for i in range(self.num_envs)]
+    envs = evaluation.create_environments(self.env_name, env_seeds)
+    keys = [jax.random.fold_in(k, iteration) for k in self._keys]
+    policy = lambda states, step_keys: self._act(params, states, step_keys)
+    try:
+      return evaluation.evaluate_groups(policy, envs, self.steps, keys,
+                                        should_stop=should_stop)
+    finally:
+      envs.close()
 
   def __call__(self, params: Any, iteration: int,
                should_stop: Optional[Callable[[], bool]] = None) -> evaluation.EvalResult:
-    """The evaluation of `iteration`; evaluation.Stopped once `should_stop()` is True."""
-    envs = [factory.create_environment(self.env_name,
-                                       seed=seed_int(self.seed, 3, iteration, i))
-            for i in range(self.num_envs)]
-    key = jax.random.fold_in(self._key, iteration)
-    policy = lambda states, k: self._act(params, states, k, self.epsilon)
-    return evaluation.evaluate(policy, envs, self.steps, key, should_stop=should_stop)
+    """The evaluation of `iteration` of a solo run."""
+    return self.evaluate_seeds(params, iteration, should_stop)[0]
 
 
 class Progress:
