@@ -211,7 +211,12 @@ def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, An
   iterations = list_iterations(checkpoint_dir)
   if not iterations:
     return None
-  path = _path(checkpoint_dir, iterations[-1])
+  return iterations[-1], restore(checkpoint_dir, iterations[-1], template)
+
+
+def restore(checkpoint_dir: str, iteration: int, template: Any) -> Any:
+  """The tree of `iteration`'s checkpoint, shaped like `template`."""
+  path = _path(checkpoint_dir, iteration)
   with gfile().GFile(path, "rb") as f:
     payload = f.read()
   try:
@@ -222,7 +227,7 @@ def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, An
         f"Checkpoint {path} does not match this run's agent state ({e}). It was written "
         "by a different configuration: use a new --base_dir, or the gin config in "
         f"{os.path.dirname(checkpoint_dir)}/config.gin.") from e
-  return int(restored["iteration"]), restored["state"]
+  return restored["state"]
 
 
 def agent_state_dict(state: dict[str, Any]) -> dict[str, Any]:

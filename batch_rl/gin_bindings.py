@@ -4,7 +4,7 @@ References (`@name`, `@name()`) and macros (`%name`) become symbols that compare
 what they name, so two configs can be compared binding by binding (the rebinding
 warnings of config.py, the same-run check of runners/run_dir.py).
 """
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import gin
 from gin import config_parser
@@ -79,3 +79,21 @@ def bindings(text: str) -> dict[str, object]:
       name = f"{statement.selector}.{statement.arg_name}"
       out[f"{statement.scope}/{name}" if statement.scope else name] = statement.value
   return out
+
+
+def rebind(text: str, values: dict[str, str], drop: Sequence[str] = ()) -> str:
+  """The gin text with the one-line bindings of `values` ('Configurable.param' -> value
+  text) set to those values (appended where the text has none) and those in `drop`
+  removed. Only whole lines `name = value` are matched, as gin writes scalars."""
+  lines, seen = [], set()
+  for line in text.splitlines():
+    name, sep, _ = line.partition(" = ")
+    name = name.strip()
+    if sep and name in drop:
+      continue
+    if sep and name in values:
+      line = f"{name} = {values[name]}"
+      seen.add(name)
+    lines.append(line)
+  lines += [f"{name} = {value}" for name, value in values.items() if name not in seen]
+  return "\n".join(lines) + "\n"

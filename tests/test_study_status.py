@@ -219,3 +219,15 @@ def test_status_of_200_runs_without_jax_or_tensorflow(tmp_path):
   assert "heavy []" in result.stdout
   assert "200 runs: 200 done" in result.stdout
   assert result.stdout.count(" 500/500 ") == 200
+
+
+def test_a_run_of_vmapped_seeds_has_completed_what_all_its_seeds_have(tmp_path):
+  run_dir = tmp_path / "lp" / "seed_0"
+  for seed, newest in ((0, 4), (1, 3), (2, 4)):
+    checkpoints = run_dir / f"seed_{seed}" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for iteration in range(newest - 1, newest + 1):
+      (checkpoints / f"ckpt_{iteration:06d}.msgpack").write_bytes(b"")
+  assert status_lib.completed_iterations(str(run_dir)) == 4  # seed 1 reached iteration 3
+  assert status_lib.completed_iterations(str(run_dir / "seed_0")) == 5
+  assert status_lib.completed_iterations(str(tmp_path / "nothing")) == 0

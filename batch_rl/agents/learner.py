@@ -209,7 +209,8 @@ def weighted_mean(per_sample: jax.Array, batch) -> jax.Array:
   return jnp.mean(weight * per_sample)
 
 
-def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool = False):
+def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool = False,
+                     vmap: Callable = lambda fn, in_axes: fn):
   """One jitted call running `num_steps` train steps with lax.scan.
 
   Returns `train_steps(state, data, totals) -> (state, totals)` where `totals` is a dict
@@ -217,7 +218,8 @@ def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool =
   `num_steps` steps is added. `unroll` is lax.scan's unroll: on XLA's CPU backend a
   rolled scan over a conv-net update is several times slower than separate calls, so
   the Runner picks K (and unroll) per backend (see benchmarks/throughput.py);
-  num_steps == 1 calls the step without a scan.
+  num_steps == 1 calls the step without a scan. `vmap` wraps the call before jit
+  (`seed_axis.SeedAxis.vmap`: states and totals stacked per seed, the data shared).
   """
 
   def train_steps(state, data, totals):
@@ -234,7 +236,7 @@ def make_train_steps(train_step, num_steps: int, unroll: int = 1, donate: bool =
     totals = {k: totals[k] + jnp.sum(v, axis=0) for k, v in metrics.items()}
     return state, totals
 
-  return jax.jit(train_steps, donate_argnums=(0, 2) if donate else ())
+  return jax.jit(vmap(train_steps, (0, None, 0)), donate_argnums=(0, 2) if donate else ())
 
 
 def zero_metrics(train_step, state: TrainState, data: Any) -> Metrics:

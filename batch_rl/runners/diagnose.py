@@ -9,9 +9,11 @@ from batch_rl import losses
 from batch_rl import regularizers
 
 
-def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
+def make_diagnose(agent, sample_fn: Callable, srank_delta: float,
+                  vmap: Callable = lambda fn, in_axes: fn):
   """Jitted `(params, target_params, data, key) -> {tag: value}` on the batch
-  `sample_fn(key, data)` draws.
+  `sample_fn(key, data)` draws; `vmap` wraps it before jit (per seed: parameters and
+  keys stacked, the data shared; one SVD per seed, batched).
 
   One SVD of Phi on the batch (diagnostics.all_diagnostics), DR3's action-aware dot
   products with the backup's a' and the dataset's next action, mean Q(s, a_data) and
@@ -48,4 +50,4 @@ def make_diagnose(agent, sample_fn: Callable, srank_delta: float):
       metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
     return metrics
 
-  return jax.jit(diagnose)
+  return jax.jit(vmap(diagnose, (0, 0, None, 0)))

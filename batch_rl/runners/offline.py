@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import flax.serialization
 import gin
 import jax
+import numpy as np
 
 from batch_rl import checkpointing
 from batch_rl import summary_writer
@@ -26,7 +27,9 @@ from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.replay import sampler
 from batch_rl.runners import common
+from batch_rl.runners import device_memory
 from batch_rl.runners import run_dir
+from batch_rl.runners import seed_axis
 from batch_rl.runners import stop_signal
 from batch_rl.runners.common import ConfigError
 from batch_rl.runners.diagnose import make_diagnose
@@ -60,6 +63,10 @@ class FixedReplayRunner:
     seed: seeds the network init, minibatch sampling, evaluation and (unless
       data_seed is set) the choice of checkpoints and data subsample.
     data_seed: seed of the data choice, if it should differ from `seed`.
+    num_seeds: seeds seed, ..., seed + num_seeds - 1 trained together in one jitted
+      program (vmapped over a leading seed axis), sharing the data (held once, chosen
+      by data_seed, else by `seed`); seed k writes the run directory
+      <base_dir>/seed_<k> that a solo run with `seed = k` would (runners/seed_axis.py).
     diagnostics_batch_size: dataset transitions on which srank etc. are computed.
     srank_delta: delta of srank_delta (0.01).
     fused_steps: gradient steps per jit call (lax.scan); None = per-backend default.
@@ -79,23 +86,28 @@ class FixedReplayRunner:
                num_eval_envs: int = 1, seed: int = 0, data_seed: Optional[int] = None,
                diagnostics_batch_size: int = 2048, srank_delta: float = 0.01,
                fused_steps: Optional[int] = None, scan_unroll: int = 1,
-               keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None):
+               keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None,
+               num_seeds: int = 1):
     common.check_base_dir(base_dir)
     common.check_at_least_one("FixedReplayRunner", num_iterations=num_iterations,
                               training_steps=training_steps, num_eval_envs=num_eval_envs,
                               diagnostics_batch_size=diagnostics_batch_size,
                               scan_unroll=scan_unroll, keep_checkpoints=keep_checkpoints,
+                              num_seeds=num_seeds,
                               **({} if fused_steps is None else {"fused_steps": fused_steps}),
                               **({} if stream_window_transitions is None else
                                  {"stream_window_transitions": stream_window_transitions}))
     common.check_runner_values("FixedReplayRunner", evaluation_steps=evaluation_steps,
                                eval_epsilon=eval_epsilon, srank_delta=srank_delta)
     self.base_dir = base_dir
-    self.checkpoint_dir = os.path.join(base_dir, "checkpoints")
+    self.seeds = seed_axis.SeedAxis(range(seed, seed + num_seeds))
+    self.run_dirs = self.seeds.run_dirs(base_dir)
+    self.checkpoint_dirs = [os.path.join(d, "checkpoints") for d in self.run_dirs]
+    self.checkpoint_dir = self.checkpoint_dirs[0]
     self.env_name = f"{domain}:{game}"
     self.num_iterations = num_iterations
     run_dir.check_same_run(base_dir)
-    self.finished = common.is_finished(self.checkpoint_dir, num_iterations)
+    self.finished = all(common.is_finished(d, num_iterations) for d in self.checkpoint_dirs)
     if self.finished:  # nothing to load or compile: run() says so and returns
       return
     self.training_steps = training_steps
@@ -113,11 +125,13 @@ class FixedReplayRunner:
                             **stream)
     self._check_shapes(probe_env)
     self.environment_description = factory.describe_environment(self.env_name, probe_env)
-    self._key = jax.random.PRNGKey(seed)
-    self._initial_state = common.init_agent_state(
-        self.agent, jax.random.fold_in(self._key, 0),
-        agent_common.state_spec(self.replay.state_shape, self.replay.observation_dtype),
-        self.replay.replay_dir)
+    self.data_seed = data_seed
+    self._keys = [jax.random.PRNGKey(k) for k in self.seeds.seeds]
+    state_spec = agent_common.state_spec(self.replay.state_shape,
+                                         self.replay.observation_dtype)
+    self._initial_state = self.seeds.stack([
+        common.init_agent_state(self.agent, jax.random.fold_in(key, 0), state_spec,
+                                self.replay.replay_dir) for key in self._keys])
 
     backend = jax.default_backend()
     self.fused_steps = min(fused_steps or DEFAULT_FUSED_STEPS.get(backend, 1), training_steps)
@@ -143,22 +157,26 @@ class FixedReplayRunner:
                                    self.agent.target_update_period)
     donate = backend != "cpu"  # XLA:CPU cannot donate buffers; it would only warn.
     num_calls, remainder = divmod(training_steps, self.fused_steps)
-    self._schedule = [(learner.make_train_steps(step, self.fused_steps, scan_unroll, donate),
-                       num_calls)]
+    vmap = self.seeds.vmap
+    self._schedule = [(learner.make_train_steps(step, self.fused_steps, scan_unroll, donate,
+                                                vmap), num_calls)]
     self._steps_per_call = [self.fused_steps]
     if remainder:
-      self._schedule.append((learner.make_train_steps(step, remainder, scan_unroll, donate), 1))
+      self._schedule.append(
+          (learner.make_train_steps(step, remainder, scan_unroll, donate, vmap), 1))
       self._steps_per_call.append(remainder)
-    self._zero_metrics = learner.zero_metrics(step, self._initial_state, self._data)
+    solo_state = self.seeds.split(self._initial_state)[0]
+    self._zero_metrics = self.seeds.stack(
+        [learner.zero_metrics(step, solo_state, self._data)] * len(self.seeds))
 
     self._diagnose = make_diagnose(
         self.agent, common.make_sampler(sampler.sample_transitions, diagnostics_batch_size,
-                                        **shape), srank_delta)
-    self._last_metrics: dict[str, float] = {}  # the last logged iteration's
+                                        **shape), srank_delta, vmap)
+    self._last_metrics: list[dict[str, float]] = [{}] * len(self.seeds)  # last logged
     self._stop = stop_signal.GracefulStop()
-    self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=seed, key=self._key,
-                                      num_envs=num_eval_envs, steps=evaluation_steps,
-                                      epsilon=eval_epsilon)
+    self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=self.seeds.seeds,
+                                      key=self._keys, num_envs=num_eval_envs,
+                                      steps=evaluation_steps, epsilon=eval_epsilon)
 
   def _check_shapes(self, env: factory.Environment) -> None:
     if tuple(env.observation_shape) != tuple(self.replay.frame_shape):
@@ -195,8 +213,9 @@ class FixedReplayRunner:
   def _train(self, state, iteration: int, position: dict):
     """The iteration's train calls from `position["calls"]` on, with its running totals.
 
-    Returns (state, metrics). A graceful stop after a call writes the position (calls
-    done, totals, seconds spent) as the iteration's partial checkpoint and raises.
+    Returns (state, metrics per seed, position at the end). A graceful stop after a call
+    writes the position (calls done, totals, seconds spent) as the iteration's partial
+    checkpoint and raises.
     """
     calls = self._calls()
     totals, start = position["totals"], time.perf_counter()
@@ -211,39 +230,58 @@ class FixedReplayRunner:
             seconds=position["seconds"] + time.perf_counter() - start))
     seconds = position["seconds"] + time.perf_counter() - start
     totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
-    metrics = {k: float(v) / self.training_steps for k, v in totals.items()}
-    metrics["Train/StepsPerSecond"] = self.training_steps / seconds
+    metrics = [{k: float(v) / self.training_steps for k, v in seed_totals.items()}
+               for seed_totals in self.seeds.split(totals)]
+    for seed_metrics in metrics:
+      seed_metrics["Train/StepsPerSecond"] = self.training_steps / seconds
+      seed_metrics["Time/TrainSeconds"] = seconds
     if self._stop.requested:  # stopped in the last call: diagnostics and evaluation follow
       self._save_position(iteration, state, dict(calls=len(calls), totals=totals,
                                                  seconds=seconds))
     return state, metrics, dict(calls=len(calls), totals=totals, seconds=seconds)
 
   def _save_position(self, iteration: int, state, position: dict) -> None:
-    """Checkpoints a position inside `iteration` and raises stop_signal.Preempted."""
-    path = checkpointing.save_partial(self.checkpoint_dir, iteration,
-                                      {"agent": state, "position": position})
+    """Checkpoints a position inside `iteration` (each seed's in its own directory) and
+    raises stop_signal.Preempted."""
+    for checkpoint_dir, seed_state, totals in zip(
+        self.checkpoint_dirs, self.seeds.split(state), self.seeds.split(position["totals"])):
+      path = checkpointing.save_partial(checkpoint_dir, iteration, {
+          "agent": seed_state, "position": {**position, "totals": totals}})
     steps = self._steps_before(position["calls"])
     raise self._stop.preempted(
         f"in iteration {iteration + 1} of {self.num_iterations}, after {steps} of its "
-        f"{self.training_steps} training steps", path)
+        f"{self.training_steps} training steps", path if len(self.seeds) == 1 else
+        os.path.join(self.base_dir, seed_axis.SEED_DIR.format("*"), "checkpoints"))
 
   def _position_at(self, iteration: int, state):
     """(state, position) to continue `iteration` from: its partial checkpoint, if a
-    graceful stop wrote one, else the iteration's start."""
+    graceful stop wrote one (for every seed, at the same position), else the
+    iteration's start."""
     start = dict(calls=0, totals=self._zero_metrics, seconds=0.0)
-    saved = checkpointing.read_partial(self.checkpoint_dir, iteration)
-    if saved is None:
+    saved = [checkpointing.read_partial(d, iteration) for d in self.checkpoint_dirs]
+    if any(entry is None for entry in saved):
       return state, start
-    template = {"agent": state, "position": start}
-    restored = flax.serialization.from_state_dict(template, saved)
-    position = restored["position"]
-    position["calls"], position["seconds"] = int(position["calls"]), float(position["seconds"])
+    template = {"agent": self.seeds.split(state)[0],
+                "position": {**start, "totals": self.seeds.split(start["totals"])[0]}}
+    restored = [flax.serialization.from_state_dict(template, entry) for entry in saved]
+    positions = [entry["position"] for entry in restored]
+    calls = {int(p["calls"]) for p in positions}
+    if len(calls) > 1:  # stopped while writing the seeds' partials: redo the iteration
+      return state, start
+    position = dict(calls=calls.pop(), seconds=float(positions[0]["seconds"]),
+                    totals=self.seeds.stack([p["totals"] for p in positions]))
     log.info("Continuing iteration %d from its partial checkpoint (%d of %d train calls "
              "done).", iteration + 1, position["calls"], len(self._calls()))
-    return jax.device_put(restored["agent"]), position
+    agent = self.seeds.stack([entry["agent"] for entry in restored])
+    return jax.device_put(agent), position
 
   def run_iteration(self, state, iteration: int, position: Optional[dict] = None):
-    """One iteration; returns (state, metrics with the iteration's TensorBoard scalars)."""
+    """One iteration; returns (state, metrics with the iteration's TensorBoard scalars),
+    the metrics a list of one dict per seed when the run has several."""
+    state, metrics = self._run_seeds_iteration(state, iteration, position)
+    return state, metrics if self.seeds.vmapped else metrics[0]
+
+  def _run_seeds_iteration(self, state, iteration: int, position: Optional[dict]):
     if position is None:
       position = dict(calls=0, totals=self._zero_metrics, seconds=0.0)
     if self._stream is not None and position["calls"]:
@@ -251,91 +289,155 @@ class FixedReplayRunner:
       self._data = self._stream.start(iteration * self.training_steps + steps)
     state, metrics, position = self._train(state, iteration, position)
     if self._stream is not None:
-      metrics["Data/StreamStalls"] = self._stream.pop_stalls()
+      stalls = self._stream.pop_stalls()
+      for seed_metrics in metrics:
+        seed_metrics["Data/StreamStalls"] = stalls
     self._check_finite(iteration, metrics, state.params)
-    diag_key = jax.random.fold_in(jax.random.fold_in(self._key, 1), iteration)
-    metrics.update(jax.device_get(self._diagnose(state.params, state.target_params,
-                                                 self._data, diag_key)))
+    start = time.perf_counter()
+    diag_keys = self.seeds.stack([
+        jax.random.fold_in(jax.random.fold_in(key, 1), iteration) for key in self._keys])
+    diagnosed = jax.device_get(self._diagnose(state.params, state.target_params,
+                                              self._data, diag_keys))
+    seconds = time.perf_counter() - start
+    for seed_metrics, seed_diagnosed in zip(metrics, self.seeds.split(diagnosed)):
+      seed_metrics.update(seed_diagnosed)
+      seed_metrics["Time/DiagnoseSeconds"] = seconds
     self._check_finite(iteration, metrics, None)  # the Q-values; params checked above
     if self.evaluation_steps > 0:
+      start = time.perf_counter()
       try:
-        evaluated = self._evaluate(state.params, iteration,
-                                   should_stop=lambda: self._stop.requested is not None)
+        evaluated = self._evaluate.evaluate_seeds(
+            state.params, iteration, should_stop=lambda: self._stop.requested is not None)
       except evaluation.Stopped:
         self._save_position(iteration, state, position)
-      metrics.update(evaluated.metrics())
-    return state, {k: float(v) for k, v in metrics.items()}
+      seconds = time.perf_counter() - start
+      for seed_metrics, result in zip(metrics, evaluated):
+        seed_metrics.update(result.metrics())
+        seed_metrics["Time/EvaluateSeconds"] = seconds
+    return state, [{k: float(v) for k, v in m.items()} for m in metrics]
 
-  def _check_finite(self, iteration: int, metrics: dict, params) -> None:
-    common.check_finite(iteration, self.num_iterations, metrics, params,
-                        self._last_metrics, self.checkpoint_dir)
+  def _check_finite(self, iteration: int, metrics: list[dict], params) -> None:
+    """common.check_finite for every seed, the seed named when there are several."""
+    seed_params = [None] * len(self.seeds) if params is None else self.seeds.split(params)
+    for k, (seed_metrics, seed_param) in enumerate(zip(metrics, seed_params)):
+      try:
+        common.check_finite(iteration, self.num_iterations, seed_metrics, seed_param,
+                            self._last_metrics[k], self.checkpoint_dirs[k])
+      except common.DivergenceError as e:
+        if not self.seeds.vmapped:
+          raise
+        raise common.DivergenceError(
+            f"Seed {self.seeds.seeds[k]} of this run's {len(self.seeds)} "
+            f"({self.run_dirs[k]}): {e} The seeds train in one program, so all stopped; "
+            "each keeps its checkpoints.") from e
 
   # ---------------------------------------------------------------- driver
   def _compile(self, state):
     start = time.perf_counter()
     self._schedule = [(fn.lower(state, self._data, self._zero_metrics).compile(), calls)
                       for fn, calls in self._schedule]
-    log.info("Compiled the training loop (%d fused steps per call) in %.1f s.",
-             self.fused_steps, time.perf_counter() - start)
+    log.info("Compiled the training loop (%d fused steps per call%s) in %.1f s.",
+             self.fused_steps,
+             f", {len(self.seeds)} seeds vmapped" if self.seeds.vmapped else "",
+             time.perf_counter() - start)
+    need = device_memory.check_fits(
+        [fn for fn, _ in self._schedule], "FixedReplayRunner.num_seeds",
+        f"Training {len(self.seeds)} seed(s) in one program")
+    if self.seeds.vmapped:
+      log.info("The training step of %d seeds holds about %.2f GB on the device.",
+               len(self.seeds), need / device_memory.GB)
 
-  def _write_config(self, writer) -> None:
-    common.write_run_config(self.base_dir, [writer],
-                            {"Config/data": self.replay.describe(),
-                             "Config/environment": self.environment_description})
+  def _write_config(self, writers) -> None:
+    texts = {"Config/data": self.replay.describe(),
+             "Config/environment": self.environment_description}
+    if not self.seeds.vmapped:
+      common.write_run_config(self.base_dir, writers, texts)
+      return
+    run_dir.record_bindings(self.base_dir)  # the program's, for the same-run check
+    config = gin.operative_config_str()
+    checkpointing.write_atomically(os.path.join(self.base_dir, run_dir.OPERATIVE_FILE),
+                                   config.encode())
+    for directory, seed, writer in zip(self.run_dirs, self.seeds.seeds, writers):
+      common.write_run_config(directory, [writer], texts, rewrite=lambda text, seed=seed:
+                              seed_axis.seed_config(text, "FixedReplayRunner", seed,
+                                                    self.data_seed))
+
+  def _restore(self):
+    """(first iteration to run, state): the newest iteration every seed checkpointed
+    (a stop between the seeds' writes leaves some one iteration ahead), or a fresh start."""
+    latest = [checkpointing.list_iterations(d) for d in self.checkpoint_dirs]
+    if not all(latest):
+      return 0, self._initial_state
+    common_iterations = set(latest[0]).intersection(*latest[1:])
+    if not common_iterations:
+      return 0, self._initial_state
+    iteration = max(common_iterations)
+    template = self.seeds.split(self._initial_state)[0]
+    state = self.seeds.stack([checkpointing.restore(d, iteration, template)
+                              for d in self.checkpoint_dirs])
+    return iteration + 1, state
 
   def run(self) -> dict[str, float]:
     """Trains to `num_iterations`, resuming if base_dir holds a checkpoint.
 
-    Returns the metrics of the last iteration run (empty if already complete).
+    Returns the metrics of the last iteration run (empty if already complete); with
+    several seeds, the first seed's.
     """
     if self.finished:
       log.info("%s is complete (%d iterations); nothing to do.", self.base_dir,
                self.num_iterations)
       return {}
+    self._compile(self._initial_state)  # before anything is written: it may not fit
     gfile().makedirs(self.base_dir)
-    restored = checkpointing.restore_latest(self.checkpoint_dir, self._initial_state)
-    start_iteration, state = (0, self._initial_state) if restored is None else (
-        restored[0] + 1, restored[1])
-    dropped = summary_writer.drop_events_after(self.base_dir, start_iteration - 1)
-    if dropped:
-      log.info("Removed %d TensorBoard events of iterations >= %d left by an interrupted run.",
-               dropped, start_iteration)
-    writer = summary_writer.SummaryWriter(self.base_dir)
+    start_iteration, state = self._restore()
+    writers = []
+    for directory in self.run_dirs:
+      dropped = summary_writer.drop_events_after(directory, start_iteration - 1)
+      if dropped:
+        log.info("Removed %d TensorBoard events of iterations >= %d left by an interrupted "
+                 "run in %s.", dropped, start_iteration, directory)
+      writers.append(summary_writer.SummaryWriter(directory))
     if start_iteration == 0:
-      self._write_config(writer)
+      self._write_config(writers)
     else:
       log.info("Resuming %s from iteration %d.", self.base_dir, start_iteration)
     log.info("Data: %s", self.replay.describe())
     log.info("Environment: %s", self.environment_description)
+    if self.seeds.vmapped:
+      log.info("Seeds %s in one program; their runs: %s", self.seeds.seeds,
+               ", ".join(self.run_dirs))
     if self._stream is not None:
       log.info("Streaming: %s", self._stream.describe())
       if start_iteration > 0:  # the window this step had in the interrupted run
         self._data = self._stream.start(start_iteration * self.training_steps)
     state = jax.device_put(state)
-    self._compile(state)
-    metrics, progress = {}, common.Progress(self.num_iterations)
+    metrics, progress = [{}], common.Progress(self.num_iterations)
     with self._stop:
       for iteration in range(start_iteration, self.num_iterations):
-        state, metrics = self._run_logged_iteration(writer, state, iteration, progress)
-    writer.close()
+        state, metrics = self._run_logged_iteration(writers, state, iteration, progress)
+    for writer in writers:
+      writer.close()
     if self._stream is not None:
       self._stream.close()
       log.info("Streaming: %d refreshes, %d stalls (%.1f s).", self._stream.refreshes,
                self._stream.stalls, self._stream.stall_seconds)
-    return metrics
+    return metrics[0]
 
-  def _run_logged_iteration(self, writer, state, iteration: int, progress):
+  def _run_logged_iteration(self, writers, state, iteration: int, progress):
     """Runs, logs and checkpoints one iteration (continuing its partial checkpoint);
-    returns (state, metrics)."""
+    returns (state, metrics per seed)."""
     progress.start()
     state, position = self._position_at(iteration, state)
-    state, metrics = self.run_iteration(state, iteration, position)
+    state, metrics = self._run_seeds_iteration(state, iteration, position)
     self._last_metrics = metrics
-    writer.scalars(iteration, metrics)
-    checkpointing.save(self.checkpoint_dir, iteration, state, keep=self.keep_checkpoints)
+    for writer, seed_metrics in zip(writers, metrics):
+      writer.scalars(iteration, seed_metrics)
+    for checkpoint_dir, seed_state in zip(self.checkpoint_dirs, self.seeds.split(state)):
+      checkpointing.save(checkpoint_dir, iteration, seed_state, keep=self.keep_checkpoints)
+    mean = lambda tag: float(np.mean([m.get(tag, float("nan")) for m in metrics]))
+    seeds = f" (mean of {len(metrics)} seeds)" if self.seeds.vmapped else ""
     progress.done(iteration + 1, (
-        f"{metrics['Train/StepsPerSecond']:.0f} steps/s | loss {metrics['Train/Loss']:.4g} "
-        f"| srank {metrics['Rank/srank']:.0f} | return "
-        f"{metrics.get('Eval/AverageReturn', float('nan')):.2f} "
-        f"({metrics.get('Eval/NumEpisodes', 0):.0f} episodes)"))
+        f"{metrics[0]['Train/StepsPerSecond']:.0f} steps/s | loss {mean('Train/Loss'):.4g} "
+        f"| srank {mean('Rank/srank'):.0f} | return {mean('Eval/AverageReturn'):.2f} "
+        f"({mean('Eval/NumEpisodes'):.0f} episodes){seeds}"))
     return state, metrics

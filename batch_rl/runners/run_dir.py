@@ -72,10 +72,11 @@ def check_same_run(base_dir: str) -> None:
         "and start afresh.")
 
 
-def record_bindings(base_dir: str) -> None:
-  """Writes this run's explicit bindings to <base_dir>/bindings.gin (atomically)."""
+def record_bindings(base_dir: str, rewrite=lambda text: text) -> None:
+  """Writes this run's explicit bindings (mapped by `rewrite`) to
+  <base_dir>/bindings.gin (atomically)."""
   checkpointing.write_atomically(os.path.join(base_dir, BINDINGS_FILE),
-                                 gin.config_str().encode())
+                                 rewrite(gin.config_str()).encode())
 
 
 def move_aside(base_dir: str) -> Optional[str]:

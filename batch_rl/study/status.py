@@ -33,6 +33,7 @@ STATES = (run_lib.PENDING, run_lib.QUEUED, run_lib.RUNNING, STALE, run_lib.INTER
 STALE_AFTER_S = 3600.0
 SRANK_TAG = "Rank/srank"
 RETURN_TAG = "Eval/AverageReturn"
+_SEED_DIR = re.compile(r"^seed_-?\d+$")
 _CHECKPOINT = re.compile(r"^ckpt_(\d+)\.msgpack$")
 _RUNNER = re.compile(r"^\s*create_runner\.runner_fn\s*=\s*@([\w.]+)", re.M)
 _NUM_ITERATIONS = re.compile(r"^\s*([\w.]+)\.num_iterations\s*=\s*(\d+)\s*$", re.M)
@@ -61,13 +62,26 @@ class RunStatus:
 
 
 def completed_iterations(run_dir: str) -> int:
-  """1 + the newest checkpoint's iteration; 0 without one."""
+  """1 + the newest checkpoint's iteration; 0 without one. A run of vmapped seeds
+  (`num_seeds`, one seed_<k>/ run directory per seed and no checkpoints/ of its own)
+  has completed what all its seeds have."""
   try:
     names = os.listdir(os.path.join(run_dir, "checkpoints"))
   except OSError:
-    return 0
+    seed_dirs = _seed_dirs(run_dir)
+    return min(map(completed_iterations, seed_dirs)) if seed_dirs else 0
   found = [int(m.group(1)) for m in map(_CHECKPOINT.match, names) if m]
   return max(found) + 1 if found else 0
+
+
+def _seed_dirs(run_dir: str) -> list[str]:
+  """The seed_<k>/ run directories of a run of vmapped seeds."""
+  try:
+    names = os.listdir(run_dir)
+  except OSError:
+    return []
+  return [os.path.join(run_dir, n) for n in sorted(names)
+          if _SEED_DIR.match(n) and os.path.isdir(os.path.join(run_dir, n, "checkpoints"))]
 
 
 def num_iterations(run_dir: str, bindings: Sequence[str] = ()) -> Optional[int]:
