@@ -3,6 +3,7 @@ what a solo run with seed k logs, in a run directory of its own, and resumes."""
 import os
 
 import gin
+import jax
 import numpy as np
 import pytest
 
@@ -133,3 +134,34 @@ def test_num_seeds_below_one_names_the_binding(replay_dir, tmp_path):
   with pytest.raises(ConfigError, match=r"FixedReplayRunner\.num_seeds"):
     run(tmp_path / "bad", bindings(replay_dir, num_seeds=0))
   assert not (tmp_path / "bad").exists()
+
+
+def test_seeds_that_do_not_fit_the_device_stop_before_anything_is_written(
+    replay_dir, tmp_path, monkeypatch):
+  from batch_rl.runners import device_memory  # pylint: disable=g-import-not-at-top
+  from batch_rl.validation import ConfigError  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(device_memory, "device_limit_bytes", lambda device=None: 10**6)
+  with pytest.raises(ConfigError, match=r"needs about .* GB of device memory.*"
+                                        r"FixedReplayRunner\.num_seeds"):
+    run(tmp_path / "big", bindings(replay_dir, num_seeds=4))
+  assert not (tmp_path / "big").exists()
+
+
+def test_program_bytes_grow_with_the_seeds(replay_dir, tmp_path):
+  """XLA's estimate of the compiled step: the data once, the states per seed."""
+  from batch_rl.runners import device_memory, offline  # pylint: disable=g-import-not-at-top
+  needs = {}
+  for num_seeds in (1, 4):
+    gin.clear_config()
+    config_lib.parse_gin([], bindings(replay_dir, num_seeds=num_seeds))
+    runner = offline.FixedReplayRunner(base_dir=str(tmp_path / f"s{num_seeds}"))
+    runner._compile(runner._initial_state)  # pylint: disable=protected-access
+    compiled = runner._schedule[0][0]  # pylint: disable=protected-access
+    needs[num_seeds] = device_memory.program_bytes(compiled)
+  data = sum(x.nbytes for x in jax.tree.leaves(runner._data))  # pylint: disable=protected-access
+  state = sum(x.nbytes for x in jax.tree.leaves(runner._initial_state)) / 4  # pylint: disable=protected-access
+  assert needs[1] >= data + state
+  # Three more seeds add at least their states, and no more than three times what one
+  # seed needs beside the data: the data is not copied per seed.
+  per_seed = needs[1] - data
+  assert 3 * state <= needs[4] - needs[1] <= 3 * per_seed * 1.1

@@ -147,6 +147,10 @@ class Evaluator:
 
     solo_act = lambda params, states, keys: act(params, states, keys, epsilon)
     self._act = jax.jit(seeds_act if num_seeds > 1 else solo_act)
+    # One environment built now, so that what evaluation needs (the vector env in the
+    # installed ale-py, the ROM) fails while the runner is constructed, not after an
+    # iteration of training.
+    evaluation.create_environments(env_name, [seed_int(self.seeds[0], 3, 0, 0)]).close()
 
   def evaluate_seeds(self, params: Any, iteration: int,
                      should_stop: Optional[Callable[[], bool]] = None
