@@ -23,7 +23,7 @@ setuptools.setup(
         "tensorboard>=2.15",  # not a dependency of TensorFlow since 2.20; tf.summary.text and the UI need it
         # Reference implementation of the DQN Replay on-disk format (tests compare against it).
         "dopamine-rl==4.1.2",
-        "ale-py>=0.9",
+        "ale-py>=0.12",  # its C++ vector env runs the Atari evaluation
         "gymnasium>=1.0",
         "minatar>=1.0.15",
         "opencv-python-headless>=4.8",

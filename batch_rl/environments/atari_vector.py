@@ -59,7 +59,8 @@ def atari_vector_env_class():
   needs = ("AtariVectorEnvironments needs ale_py.vector_env.AtariVectorEnv with its "
            f"'SameStep' autoreset, which the installed ale-py {version} does not have")
   since = ("The vector env was added in ale-py 0.11.0 and has that autoreset since "
-           "0.11.1; ale-py 0.12 has both: pip install 'ale-py>=0.12'.")
+           "0.11.1; ale-py 0.12 has both: pip install 'ale-py>=0.12', or evaluate in the "
+           "Python preprocessing with `create_environments.atari_vector_env = False`.")
   try:
     from ale_py.vector_env import AtariVectorEnv  # pylint: disable=g-import-not-at-top
   except ImportError as e:
