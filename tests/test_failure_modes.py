@@ -198,6 +198,8 @@ BAD_BINDINGS = [
      "FixedReplayRunner.diagnostics_batch_size"),
     ("FixedReplayRunner.keep_checkpoints = 0", "FixedReplayRunner.keep_checkpoints"),
     ("FixedReplayRunner.fused_steps = 0", "FixedReplayRunner.fused_steps"),
+    ("FixedReplayRunner.num_seeds = 0", "FixedReplayRunner.num_seeds"),
+    ("FixedReplayRunner.num_eval_envs = 0", "FixedReplayRunner.num_eval_envs"),
     ("load_fixed_replay.data_fraction = 1.5", "load_fixed_replay.data_fraction"),
     ("load_fixed_replay.data_fraction = 0", "load_fixed_replay.data_fraction"),
     ("LpRegularizer.coefficient = -1", "LpRegularizer.coefficient"),
