@@ -9,8 +9,8 @@ import pytest
 
 from batch_rl import config as config_lib
 from batch_rl import gin_bindings
-from batch_rl.datasets import quickstart
 from tests import conftest
+from tests.test_runner import clear_gin, replay_dir  # pylint: disable=unused-import
 
 # Float tolerance between a vmapped and a plain program (XLA may fuse them differently).
 RTOL, ATOL = 2e-4, 1e-5
@@ -36,19 +36,6 @@ def bindings(replay_dir, *, seed=0, num_seeds=1, num_iterations=2, data_seed=Non
   if data_seed is not None:
     out.append(f"FixedReplayRunner.data_seed = {data_seed}")
   return out
-
-
-@pytest.fixture(scope="module")
-def replay_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data") / "breakout" / "1" / "replay_logs")
-  quickstart.log_behaviour_policy(path, num_checkpoints=2, capacity=1500, seed=0)
-  return path
-
-
-@pytest.fixture(autouse=True)
-def clear_gin():
-  yield
-  gin.clear_config()
 
 
 def run(base_dir, gin_bindings_list):

@@ -162,6 +162,14 @@ def ale_seed(seed: int) -> int:
   return int(np.uint32(seed32).view(np.int32))
 
 
+def check_preprocessing(frame_skip: int, screen_size: int, max_episode_steps: int) -> None:
+  """ValueError naming the first of the preprocessing's sizes that is below 1."""
+  for name, value in (("frame_skip", frame_skip), ("screen_size", screen_size),
+                      ("max_episode_steps", max_episode_steps)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}.")
+
+
 @gin.configurable
 class AtariEnvironment(specs.DiscreteFrames):
   """One Atari game with Dopamine's preprocessing. See the module docstring.
@@ -205,12 +213,7 @@ class AtariEnvironment(specs.DiscreteFrames):
       terminal_on_life_loss: report terminal when a life is lost (Mnih et al. 2015).
       full_action_space: use all 18 actions instead of the game's minimal set.
     """
-    if frame_skip < 1:
-      raise ValueError(f"frame_skip must be >= 1, got {frame_skip}.")
-    if screen_size < 1:
-      raise ValueError(f"screen_size must be >= 1, got {screen_size}.")
-    if max_episode_steps < 1:
-      raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}.")
+    check_preprocessing(frame_skip, screen_size, max_episode_steps)
     self.rom_id = resolve_rom_id(game)
     self.game = _rom_id_to_game(self.rom_id)
     self._frame_skip = frame_skip

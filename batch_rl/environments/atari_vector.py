@@ -41,6 +41,7 @@ import gin
 import numpy as np
 
 from batch_rl import validation
+from batch_rl.environments import atari
 from batch_rl.environments import specs
 from batch_rl.environments.atari import _rom_id_to_game, check_dataset_rom, resolve_rom_id
 
@@ -142,12 +143,7 @@ class AtariVectorEnvironments(specs.DiscreteFrames):
       ValueError: unknown game (the message lists the valid ones), bad seeds or sizes.
       validation.ConfigError: the installed ale-py has no AtariVectorEnv.
     """
-    if frame_skip < 1:
-      raise ValueError(f"frame_skip must be >= 1, got {frame_skip}.")
-    if screen_size < 1:
-      raise ValueError(f"screen_size must be >= 1, got {screen_size}.")
-    if max_episode_steps < 1:
-      raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}.")
+    atari.check_preprocessing(frame_skip, screen_size, max_episode_steps)
     # The vector env counts its episode limit in emulator frames, as an int32.
     max_frames = int(max_episode_steps) * int(frame_skip)
     if max_frames > _MAX_SEED:
