@@ -87,7 +87,8 @@ def run_with_stops(base_dir, gin_file, bindings, stops):
     runner._stop = StopAfterChecks(n)  # pylint: disable=protected-access
     with pytest.raises(stop_signal.Preempted):
       runner.run()
-    assert checkpointing.list_partial(os.path.join(base_dir, "checkpoints"))
+    assert all(checkpointing.list_partial(os.path.join(directory, "checkpoints"))
+               for directory in runner.run_dirs)
   make(base_dir, gin_file, bindings).run()
 
 
@@ -106,14 +107,18 @@ def test_online_run_resumes_exactly(tmp_path, name, extra, stops):
   assert_same_run(tmp_path / "stopped", tmp_path / "reference")
 
 
-def test_offline_run_resumes_exactly_mid_iteration_and_mid_evaluation(tmp_path):
+@pytest.mark.parametrize("num_seeds", [1, 2])
+def test_offline_run_resumes_exactly_mid_iteration_and_mid_evaluation(tmp_path, num_seeds):
   bindings = ["FixedReplayRunner.num_iterations = 2", "FixedReplayRunner.training_steps = 60",
               "FixedReplayRunner.evaluation_steps = 50",
-              "FixedReplayRunner.diagnostics_batch_size = 64"]
+              "FixedReplayRunner.diagnostics_batch_size = 64",
+              f"FixedReplayRunner.num_seeds = {num_seeds}"]
   make(tmp_path / "reference", "quickstart.gin", bindings).run()
   # 25 train calls into iteration 1; then 60 calls + 10 evaluation steps into iteration 2.
   run_with_stops(tmp_path / "stopped", "quickstart.gin", bindings, [25, 70])
-  assert_same_run(tmp_path / "stopped", tmp_path / "reference")
+  seed_dirs = [""] if num_seeds == 1 else ["seed_0", "seed_1"]
+  for seed_dir in seed_dirs:
+    assert_same_run(tmp_path / "stopped" / seed_dir, tmp_path / "reference" / seed_dir)
 
 
 def _wait_for(predicate, what, timeout=600):
