@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 import zipfile
 
 import flax.serialization
@@ -204,6 +204,14 @@ def _read_aligned(stream) -> np.ndarray:
       raise ValueError(f"{stream.name}: the array ends after {filled} of {len(view)} bytes.")
     filled += n
   return array.T if fortran else array
+
+
+def newest_common_iteration(checkpoint_dirs: Sequence[str]) -> int:
+  """The newest iteration checkpointed in every one of the directories (the seeds of
+  a vmapped run: a stop between their writes leaves some one ahead); -1 if none."""
+  done = [set(list_iterations(d)) for d in checkpoint_dirs]
+  common = set.intersection(*done) if done else set()
+  return max(common) if common else -1
 
 
 def restore_latest(checkpoint_dir: str, template: Any) -> Optional[tuple[int, Any]]:

@@ -36,6 +36,7 @@ import gin
 import jax
 import numpy as np
 
+from batch_rl.environments import atari_vector
 from batch_rl.environments import factory
 from batch_rl.environments.factory import Environment
 
@@ -134,8 +135,6 @@ def create_environments(name: str, seeds: Sequence[int], atari_vector_env: bool 
   """
   family, _, game = name.partition(":")
   if family == "atari" and atari_vector_env:
-    # Imported here: it checks that the installed ale-py has the vector env.
-    from batch_rl.environments import atari_vector  # pylint: disable=g-import-not-at-top
     return atari_vector.AtariVectorEnvironments(game, seeds=list(seeds))
   return LockstepEnvs([factory.create_environment(name, seed=seed) for seed in seeds])
 

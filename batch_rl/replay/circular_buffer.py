@@ -97,14 +97,21 @@ def add(buffer: CircularBuffer, frame: jax.Array, action: jax.Array, reward: jax
   episode_start = (buffer.add_count == 0) | (buffer.terminal[0, last] == 1)
   zero_frame = jnp.zeros(buffer.observation.shape[2:], buffer.observation.dtype)
   zero_action = jnp.zeros(buffer.action.shape[2:], buffer.action.dtype)
-  zero = jnp.zeros((), jnp.int32)
+  # Branch-free: each padding entry writes zeros at the cursor and advances it only
+  # at an episode start, and rewrites the entry as it is otherwise. (A lax.cond would
+  # choose between two whole buffers under vmap: a copy of the buffer per step.)
+  for _ in range(stack_size - 1):
+    cursor = buffer.add_count % buffer.capacity
 
-  def pad(b):
-    for _ in range(stack_size - 1):
-      b = _put(b, zero_frame, zero_action, zero.astype(jnp.float32), zero)
-    return b
+    def pad_or_keep(field, zero_value, cursor=cursor):
+      return field.at[0, cursor].set(jnp.where(episode_start, zero_value, field[0, cursor]))
 
-  buffer = jax.lax.cond(episode_start, pad, lambda b: b, buffer)
+    buffer = CircularBuffer(
+        observation=pad_or_keep(buffer.observation, zero_frame),
+        action=pad_or_keep(buffer.action, zero_action),
+        reward=pad_or_keep(buffer.reward, jnp.float32(0)),
+        terminal=pad_or_keep(buffer.terminal, jnp.uint8(0)),
+        add_count=buffer.add_count + episode_start.astype(jnp.int32))
   reward = jnp.asarray(reward, jnp.float32)
   if clip_rewards:
     reward = jnp.clip(reward, -1.0, 1.0)

@@ -1,5 +1,6 @@
 """What every runner does the same way: configuration errors, seeds, the run's config
 record, agent initialisation, minibatch samplers, evaluation and the progress line."""
+import functools
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ from batch_rl.agents import common as agent_common
 from batch_rl.environments import evaluation
 from batch_rl.environments import factory
 from batch_rl.runners import run_dir
+from batch_rl.runners import seed_axis
 from batch_rl.validation import ConfigError
 
 log = logging.getLogger("batch_rl")
@@ -77,6 +79,25 @@ def write_run_config(base_dir: str, writers: Sequence[Any], texts: dict[str, str
     writer.text("Config/gin", "```\n" + config + "\n```")
     for tag, text in texts.items():
       writer.text(tag, text)
+
+
+def write_seed_configs(base_dir: str, seeds, run_dirs: Sequence[str], writers: Sequence[Any],
+                       texts: dict[str, str], owner: str,
+                       data_seed: Optional[int] = None) -> None:
+  """write_run_config for a run of one seed or several (`seeds`, a SeedAxis): the run's
+  own directory, or every seed's with gin texts naming its own seed (and data seed),
+  beside the program's config and bindings in base_dir (the same-run check reads
+  those)."""
+  if not seeds.vmapped:
+    write_run_config(base_dir, writers, texts)
+    return
+  run_dir.record_bindings(base_dir)
+  checkpointing.write_atomically(os.path.join(base_dir, run_dir.OPERATIVE_FILE),
+                                 gin.operative_config_str().encode())
+  for directory, seed, writer in zip(run_dirs, seeds.seeds, writers):
+    rewrite = functools.partial(seed_axis.seed_config, owner=owner, seed=seed,
+                                data_seed=data_seed)
+    write_run_config(directory, [writer], texts, rewrite=rewrite)
 
 
 def build_agent(agent_fn: Callable, binding: str, **kwargs):

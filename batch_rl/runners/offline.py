@@ -348,30 +348,17 @@ class FixedReplayRunner:
                len(self.seeds), need / device_memory.GB)
 
   def _write_config(self, writers) -> None:
-    texts = {"Config/data": self.replay.describe(),
-             "Config/environment": self.environment_description}
-    if not self.seeds.vmapped:
-      common.write_run_config(self.base_dir, writers, texts)
-      return
-    run_dir.record_bindings(self.base_dir)  # the program's, for the same-run check
-    config = gin.operative_config_str()
-    checkpointing.write_atomically(os.path.join(self.base_dir, run_dir.OPERATIVE_FILE),
-                                   config.encode())
-    for directory, seed, writer in zip(self.run_dirs, self.seeds.seeds, writers):
-      common.write_run_config(directory, [writer], texts, rewrite=lambda text, seed=seed:
-                              seed_axis.seed_config(text, "FixedReplayRunner", seed,
-                                                    self.data_seed))
+    common.write_seed_configs(self.base_dir, self.seeds, self.run_dirs, writers,
+                              {"Config/data": self.replay.describe(),
+                               "Config/environment": self.environment_description},
+                              "FixedReplayRunner", self.data_seed)
 
   def _restore(self):
     """(first iteration to run, state): the newest iteration every seed checkpointed
     (a stop between the seeds' writes leaves some one iteration ahead), or a fresh start."""
-    latest = [checkpointing.list_iterations(d) for d in self.checkpoint_dirs]
-    if not all(latest):
+    iteration = checkpointing.newest_common_iteration(self.checkpoint_dirs)
+    if iteration < 0:
       return 0, self._initial_state
-    common_iterations = set(latest[0]).intersection(*latest[1:])
-    if not common_iterations:
-      return 0, self._initial_state
-    iteration = max(common_iterations)
     template = self.seeds.split(self._initial_state)[0]
     state = self.seeds.stack([checkpointing.restore(d, iteration, template)
                               for d in self.checkpoint_dirs])

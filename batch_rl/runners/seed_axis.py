@@ -9,7 +9,7 @@ tool that reads runs reads them as solo runs; seed k's logs are what a solo run 
 vmapped and base_dir is the run's directory, as always.
 """
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +52,10 @@ class SeedAxis:
     return jax.vmap(fn, in_axes=in_axes) if self.vmapped else fn
 
 
-def seed_config(text: str, owner: str, seed: int, data_seed: int) -> str:
-  """A vmapped run's gin text rewritten as seed `seed`'s solo run: `owner.seed` and
-  `owner.data_seed` bound to its values, `owner.num_seeds` removed."""
-  return gin_bindings.rebind(text, {f"{owner}.seed": repr(seed),
-                                    f"{owner}.data_seed": repr(data_seed)},
-                             drop=[f"{owner}.num_seeds"])
+def seed_config(text: str, owner: str, seed: int, data_seed: Optional[int] = None) -> str:
+  """A vmapped run's gin text rewritten as seed `seed`'s solo run: `owner.seed` (and,
+  when given, `owner.data_seed`) bound to its values, `owner.num_seeds` removed."""
+  values = {f"{owner}.seed": repr(seed)}
+  if data_seed is not None:
+    values[f"{owner}.data_seed"] = repr(data_seed)
+  return gin_bindings.rebind(text, values, drop=[f"{owner}.num_seeds"])
