@@ -1,6 +1,11 @@
 r"""Start-up time and peak memory of loading one DQN Replay checkpoint, three ways.
 
   python benchmarks/dataset_loading.py [--capacity 250000] [--data_dir /tmp/batch_rl_bench]
+  python benchmarks/dataset_loading.py --smoke   # 1,000 transitions in a temporary folder
+
+--smoke runs every reader and the sampling on a 1,000-transition checkpoint written to
+a temporary folder (removed at the end) with 20 sampled batches: its figures only show
+that the code runs.
 
 Writes (once, then reused) a synthetic Atari checkpoint of `--capacity` transitions in
 the DQN Replay format (84x84 frames of moving blocks on a static background, episodes of
@@ -14,7 +19,7 @@ baseline of:
   ours store load_fixed_replay(store_dir=)  (memory-maps the converted store)
 
 and, from the store, the minibatch throughput: batches of 32 stacked states (and next
-states) per second, sampled and gathered inside one jitted call on the default JAX
+states) per second (--sample_batches of them), sampled and gathered inside one jitted call on the default JAX
 backend from the memory-mapped frames. The page cache is warm for every reader (the
 files were just written or read); a cold cache adds disk read time to the .gz readers
 (compressed bytes) and to the store's first touches (only the pages sampled).
@@ -22,17 +27,20 @@ files were just written or read); a cold cache adds disk read time to the .gz re
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 CHILD = r"""
 import json, os, sys, time
-mode, path = sys.argv[1], sys.argv[2]
+mode, path, sample_batches = sys.argv[1], sys.argv[2], int(sys.argv[4])
 import jax, numpy as np
-from batch_rl.datasets import fixed_replay, sampler
+from batch_rl.datasets import fixed_replay
+from batch_rl.replay import sampler
 from dopamine.tf.replay_memory import circular_replay_buffer
 from batch_rl.tf_utils import tensorflow
 tensorflow()
@@ -64,7 +72,7 @@ if mode != "dopamine":
   arrays = jax.device_put(data.arrays)
   # The arrays are an argument, not a closure: captured arrays become compile-time constants.
   sample = jax.jit(lambda key, a: sampler.sample_transitions(key, a, 32, stack_size=4))
-  keys = jax.random.split(jax.random.PRNGKey(0), 3000)
+  keys = jax.random.split(jax.random.PRNGKey(0), sample_batches)
   jax.block_until_ready(sample(keys[0], arrays))
   t0 = time.perf_counter()
   for k in keys[1:]:
@@ -109,18 +117,40 @@ def write_checkpoint(path: str, capacity: int) -> None:
                   terminal=terminal, add_count=capacity + 123)
 
 
-def child(mode: str, path: str, capacity: int) -> dict:
-  out = subprocess.run([sys.executable, "-c", CHILD, mode, path, str(capacity)],
-                       capture_output=True, text=True, check=True)
+def child(mode: str, path: str, capacity: int, sample_batches: int) -> dict:
+  out = subprocess.run([sys.executable, "-c", CHILD, mode, path, str(capacity),
+                        str(sample_batches)], capture_output=True, text=True)
+  if out.returncode != 0:
+    sys.exit(f"the {mode} reader failed:\n{out.stderr}")
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--capacity", type=int, default=250_000)
-  parser.add_argument("--data_dir", default="/tmp/batch_rl_bench")
+  parser.add_argument("--data_dir", default=None,
+                      help="where the data is written once and reused (default "
+                      "/tmp/batch_rl_bench; with --smoke a temporary folder)")
   parser.add_argument("--repeats", type=int, default=1, help="runs per reader (min is kept)")
+  parser.add_argument("--sample_batches", type=int, default=3000,
+                      help="minibatches sampled per reader of ours")
+  parser.add_argument("--smoke", action="store_true",
+                      help="1,000 transitions in a temporary folder, 20 batches")
   args = parser.parse_args()
+  if args.smoke:
+    args.capacity, args.sample_batches, args.repeats = 1000, 20, 1
+  temporary = args.data_dir is None and args.smoke
+  if args.data_dir is None:
+    args.data_dir = tempfile.mkdtemp(prefix="dataset_loading_") if temporary else (
+        "/tmp/batch_rl_bench")
+  try:
+    measure(args)
+  finally:
+    if temporary:
+      shutil.rmtree(args.data_dir, ignore_errors=True)
+
+
+def measure(args) -> None:
   from batch_rl.datasets import store  # pylint: disable=g-import-not-at-top
   replay_dir = os.path.join(args.data_dir, f"ckpt_{args.capacity}")
   store_dir = os.path.join(args.data_dir, f"store_{args.capacity}")
@@ -138,12 +168,13 @@ def main() -> None:
   gz = sum(os.path.getsize(os.path.join(replay_dir, f)) for f in os.listdir(replay_dir))
   results = {}
   for mode in ("dopamine", "gz", "store"):
-    runs = [child(mode, store_dir if mode == "store" else replay_dir, args.capacity)
-            for _ in range(args.repeats)]
+    runs = [child(mode, store_dir if mode == "store" else replay_dir, args.capacity,
+                  args.sample_batches) for _ in range(args.repeats)]
     results[mode] = min(runs, key=lambda r: r["seconds"])
   gb = lambda b: f"{b / 1e9:.2f} GB"
   print(f"{args.capacity:,} transitions; frames {gb(frames)}; .gz files {gb(gz)}; "
-        f"{os.cpu_count()} CPUs; JAX backend {results['store']['backend']}")
+        f"{os.cpu_count()} CPUs; JAX backend {results['store']['backend']}; load average "
+        f"{os.getloadavg()[0]:.2f}")
   if convert_seconds is not None:
     print(f"one-time conversion to the store: {convert_seconds:.1f} s")
   print("| reader | load time | peak RSS over baseline | peak / frames |")
@@ -158,8 +189,8 @@ def main() -> None:
   for mode in ("gz", "store"):
     r = results[mode]
     print(f"sampling, {names[mode]}: {r['batches_per_second']:,.0f} batches of 32 (state + next "
-          f"state, 4x84x84 each) per second; RSS over baseline after 3,000 batches "
-          f"{gb(r['rss_after_sampling_bytes'])}, of which file-backed (shared page cache) "
+          f"state, 4x84x84 each) per second; RSS over baseline after {args.sample_batches:,} "
+          f"batches {gb(r['rss_after_sampling_bytes'])}, of which file-backed (shared page cache) "
           f"about {gb(r['rss_file_after_sampling_bytes'])}")
 
 

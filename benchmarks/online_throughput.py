@@ -2,18 +2,23 @@ r"""Environment steps per second of online DQN on MinAtar Breakout at n updates 
 
   python benchmarks/online_throughput.py                 # n = 1 and 8, 5,000 steps each
   python benchmarks/online_throughput.py --n 0.25 1 4 8 --steps 10000
+  python benchmarks/online_throughput.py --smoke   # n = 1, 200 steps, 1,000 entries
 
 Runs gin_configs/online/minatar_dqn.gin (Dopamine's MinAtar DQN: batch 128) through the
-OnlineRunner for one iteration per n, training from the first step
-(min_replay_history = 1,000), and prints env steps/s of the training phase (compilation
-included in the first of each n, so use enough steps), plus the size on disk of one
-logged iteration (the replay buffer in the DQN Replay format).
+OnlineRunner for one iteration per n, training once the buffer holds
+min_replay_history = 1,000 entries (half the steps if --steps is under 2,000), and
+prints env steps/s of the training phase (compilation included in the first of each n,
+so use enough steps), plus the size on disk of one logged iteration (the replay buffer
+in the DQN Replay format).
 
 Then (unless --no-env_fraction) the share of the environment in a training step, at
 n = 1 on MinAtar Breakout: two iterations of --steps steps, the second timed (compiled
 already); time inside `env.step`/`env.reset` against the whole step (host env step +
 the fused jitted add/update/act call). This is the figure that decides whether acting
 over several environments at once would speed training up (see OnlineRunner).
+
+--smoke runs both parts at n = 1 with 200 steps (training from step 100) and a
+1,000-entry buffer: its figures only show that the code runs.
 """
 import argparse
 import contextlib
@@ -42,7 +47,7 @@ def minatar_runner(n: float, steps: int, iterations: int, capacity: int, extra=(
         f"OnlineRunner.updates_per_step = {n}", f"OnlineRunner.training_steps = {steps}",
         f"OnlineRunner.num_iterations = {iterations}", "OnlineRunner.evaluation_steps = 0",
         f"OnlineRunner.replay_capacity = {capacity}",
-        f"OnlineRunner.min_replay_history = {min(1000, steps)}", *extra])
+        f"OnlineRunner.min_replay_history = {min(1000, steps // 2)}", *extra])
     yield registry.create_runner(base_dir=base), base
   finally:
     gin.clear_config()
@@ -97,8 +102,13 @@ def main(argv):
   parser.add_argument("--capacity", type=int, default=100_000)
   parser.add_argument("--env_fraction", action=argparse.BooleanOptionalAction, default=True,
                       help="also measure the environment's share of a training step")
+  parser.add_argument("--smoke", action="store_true",
+                      help="n = 1, 200 steps, a 1,000-entry buffer")
   args = parser.parse_args(argv)
-  print(f"jax backend: {__import__('jax').default_backend()}, {os.cpu_count()} CPUs")
+  if args.smoke:
+    args.n, args.steps, args.capacity = [1], 200, 1000
+  print(f"jax backend: {__import__('jax').default_backend()}, {os.cpu_count()} CPUs, load "
+        f"average {os.getloadavg()[0]:.2f}")
   for n in args.n:
     with minatar_runner(n, args.steps, 1, args.capacity,
                         ["OnlineRunner.log_dataset = True"]) as (runner, base):

@@ -2,6 +2,7 @@ r"""Training from a streamed device window vs the fully loaded store: throughput
 
   python benchmarks/streaming.py [--checkpoints 2] [--capacity 100000] [--window 20000]
       [--slots 8] [--refresh_every 1] [--train_steps 300] [--sample_steps 3000]
+  python benchmarks/streaming.py --smoke   # 2 x 1,000 transitions in a temporary folder
 
 Writes (once, then reused) `--checkpoints` synthetic Atari checkpoints of `--capacity`
 84x84 transitions in the DQN Replay format (benchmarks/dataset_loading.py's frames),
@@ -23,12 +24,18 @@ and measures, after a warm-up (compile) call:
            keeps up (stalls);
   memory   peak RSS above the post-import baseline (VmHWM), and RssAnon / RssFile at the
            end (file-backed pages are the shared page cache of the store).
+
+--smoke runs both modes on 2 checkpoints of 1,000 transitions written to a temporary
+folder (removed at the end), a 400-transition window, 2 training steps and 30 sampled
+batches: its figures only show that the code runs.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -41,7 +48,8 @@ mode, store_dir = sys.argv[1], sys.argv[2]
 window, slots, refresh, train_steps, sample_steps = map(int, sys.argv[3:8])
 import jax, jax.numpy as jnp, numpy as np
 from batch_rl.agents import dqn, learner
-from batch_rl.datasets import fixed_replay, sampler, streaming
+from batch_rl.datasets import fixed_replay, streaming
+from batch_rl.replay import sampler
 def status(field):
   for line in open("/proc/self/status"):
     if line.startswith(field + ":"):
@@ -128,8 +136,27 @@ def main() -> None:
   parser.add_argument("--refresh_every", type=int, default=1)
   parser.add_argument("--train_steps", type=int, default=300)
   parser.add_argument("--sample_steps", type=int, default=3000)
-  parser.add_argument("--data_dir", default="/tmp/batch_rl_bench")
+  parser.add_argument("--data_dir", default=None,
+                      help="where the data is written once and reused (default "
+                      "/tmp/batch_rl_bench; with --smoke a temporary folder)")
+  parser.add_argument("--smoke", action="store_true",
+                      help="2 x 1,000 transitions in a temporary folder, 2 training steps")
   args = parser.parse_args()
+  if args.smoke:
+    args.checkpoints, args.capacity, args.window = 2, 1000, 400
+    args.train_steps, args.sample_steps = 2, 30
+  temporary = args.data_dir is None and args.smoke
+  if args.data_dir is None:
+    args.data_dir = tempfile.mkdtemp(prefix="streaming_") if temporary else (
+        "/tmp/batch_rl_bench")
+  try:
+    measure(args)
+  finally:
+    if temporary:
+      shutil.rmtree(args.data_dir, ignore_errors=True)
+
+
+def measure(args) -> None:
   from batch_rl.datasets import store  # pylint: disable=g-import-not-at-top
   name = f"{args.checkpoints}x{args.capacity}"
   replay_dir = os.path.join(args.data_dir, f"ckpts_{name}")
@@ -143,7 +170,9 @@ def main() -> None:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode, store_dir, str(args.window), str(args.slots),
          str(args.refresh_every), str(args.train_steps), str(args.sample_steps)],
-        capture_output=True, text=True, check=True)
+        capture_output=True, text=True)
+    if out.returncode != 0:
+      sys.exit(f"the {mode} mode failed:\n{out.stderr}")
     results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
   gb = lambda b: f"{b / 1e9:.2f} GB"
   frames = args.checkpoints * args.capacity * 84 * 84

@@ -2,6 +2,7 @@ r"""What the study launcher costs: launch to a run's first iteration, and `statu
 
   python benchmarks/study_overhead.py                  # local executor (+ SLURM if up)
   python benchmarks/study_overhead.py --status_runs 200
+  python benchmarks/study_overhead.py --smoke          # 2 iterations, status on 3 runs
 
 Prints, side by side in one run:
   * the seconds from calling `batch_rl.study.launch.launch` on a one-run gridworld study
@@ -12,6 +13,10 @@ Prints, side by side in one run:
   * the seconds `python -m batch_rl.study status DIR` takes on a study of
     --status_runs finished runs (copies of one finished run, the status read from their
     files alone), as a subprocess, Python start-up included.
+
+--smoke measures every row with runs of 2 iterations instead of 4 and `status` on 3
+runs; the SLURM row is measured only when `sinfo` answers and is listed as skipped
+otherwise (it never waits for a cluster). Its figures only show that the code runs.
 """
 import argparse
 import os
@@ -33,12 +38,19 @@ from batch_rl.study import spec  # pylint: disable=wrong-import-position
 STUDY = """\
 gin_files = ["gin_configs/gridworld/fqi_t10.gin"]
 bindings = ["GridworldEnv.width = 6", "GridworldEnv.height = 6",
-            "GridworldRunner.num_iterations = 4", "GridworldRunner.iterations_per_call = 1",
+            "GridworldRunner.num_iterations = {iterations}",
+            "GridworldRunner.iterations_per_call = 1",
             "GridworldRunner.dataset_episodes = 4", "GridworldRunner.fast_compile = True"]
 [seeds]
 binding = "GridworldRunner.seeds"
 values = {seeds}
 """
+ITERATIONS = 4  # of each measured run
+SMOKE_ITERATIONS = 2
+
+
+def study_text(seeds, iterations: int) -> str:
+  return STUDY.format(seeds=seeds, iterations=iterations)
 
 
 def _first_checkpoint(run_dir: str, start: float, proc=None, timeout: float = 900) -> float:
@@ -50,11 +62,11 @@ def _first_checkpoint(run_dir: str, start: float, proc=None, timeout: float = 90
   return time.time() - start
 
 
-def plain_train(work: str) -> float:
+def plain_train(work: str, iterations: int) -> float:
   """Seconds from starting train.py to its first checkpoint."""
   study_file = os.path.join(work, "plain.toml")
   with open(study_file, "w") as f:
-    f.write(STUDY.format(seeds=[[0]]))
+    f.write(study_text([[0]], iterations))
   run = spec.load(study_file).runs(os.path.join(work, "plain"))[0]
   start = time.time()
   proc = subprocess.Popen(run.command(), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -64,11 +76,11 @@ def plain_train(work: str) -> float:
   return seconds
 
 
-def through_launcher(work: str, executor: str) -> float:
+def through_launcher(work: str, executor: str, iterations: int) -> float:
   """Seconds from study_launch.launch(...) to the run's first checkpoint."""
   study_file = os.path.join(work, f"{executor}.toml")
   with open(study_file, "w") as f:
-    f.write(STUDY.format(seeds=[[0]]))
+    f.write(study_text([[0]], iterations))
   study_dir = os.path.join(work, executor)
   options = {"max_parallel": 1} if executor == "local" else {}
   start = time.time()
@@ -88,11 +100,11 @@ def through_launcher(work: str, executor: str) -> float:
   return seconds
 
 
-def status_time(work: str, runs: int) -> float:
+def status_time(work: str, runs: int, iterations: int) -> float:
   """Seconds of `python -m batch_rl.study status` on `runs` copies of a finished run."""
   study_file = os.path.join(work, "status.toml")
   with open(study_file, "w") as f:
-    f.write(STUDY.format(seeds=[[k] for k in range(runs)]))
+    f.write(study_text([[k] for k in range(runs)], iterations))
   study_dir = os.path.join(work, "status")
   p = study_launch.plan(spec.load(study_file, check=False), study_dir)
   study_launch.write_record(p)
@@ -108,29 +120,46 @@ def status_time(work: str, runs: int) -> float:
   return seconds
 
 
+def slurm_answers() -> bool:
+  """Whether a SLURM cluster answers here (`sbatch` exists and `sinfo` succeeds)."""
+  if not (shutil.which("sbatch") and shutil.which("sinfo")):
+    return False
+  try:
+    return subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode == 0
+  except subprocess.TimeoutExpired:
+    return False
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--status_runs", type=int, default=200)
+  parser.add_argument("--smoke", action="store_true",
+                      help="runs of 2 iterations, status on 3 runs")
   args = parser.parse_args()
+  iterations = SMOKE_ITERATIONS if args.smoke else ITERATIONS
+  if args.smoke:
+    args.status_runs = 3
   work = tempfile.mkdtemp(prefix="study_overhead_")
   try:
-    rows = [("train.py alone: start -> first iteration", plain_train(work))]
+    rows = [("train.py alone: start -> first iteration", plain_train(work, iterations))]
     rows.append(("study launch, local: launch -> first iteration",
-                 through_launcher(work, "local")))
-    if shutil.which("sbatch") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
+                 through_launcher(work, "local", iterations)))
+    if slurm_answers():
       rows.append(("study launch, slurm: launch -> first iteration",
-                   through_launcher(work, "slurm")))
+                   through_launcher(work, "slurm", iterations)))
     else:
-      rows.append(("study launch, slurm", float("nan")))
-      print("SLURM not answering (scripts/local_slurm.sh start): slurm row skipped")
+      rows.append(("study launch, slurm: launch -> first iteration", None))
+      print("SLURM not answering (`sinfo` fails or is missing; scripts/local_slurm.sh "
+            "start brings one up): the slurm row is skipped")
     rows.append((f"study status on {args.status_runs} finished runs",
-                 status_time(work, args.status_runs)))
+                 status_time(work, args.status_runs, iterations)))
     print(f"\n{'measurement':<52} seconds")
     for name, seconds in rows:
-      print(f"{name:<52} {seconds:7.1f}")
-    print(f"(load average {os.getloadavg()[0]:.1f}; command: python benchmarks/study_overhead.py "
-          f"--status_runs {args.status_runs})")
+      print(f"{name:<52} {'skipped' if seconds is None else f'{seconds:7.1f}':>7}")
+    command = " ".join(["python benchmarks/study_overhead.py"] + sys.argv[1:])
+    print(f"(runs of {iterations} iterations; load average {os.getloadavg()[0]:.1f}; "
+          f"command: {command})")
   finally:
     shutil.rmtree(work, ignore_errors=True)
 

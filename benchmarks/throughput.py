@@ -41,6 +41,14 @@ Run from the repository root (defaults take ~4-5 minutes on a 2-core CPU):
   python benchmarks/throughput.py --sections train --networks minatar --ks 1,10
   # on a GPU: more steps per measurement, longer fused loops
   python benchmarks/throughput.py --ks 1,10,100,250,1000 --steps 20000 --min_seconds 5
+  # every section at tiny sizes (its figures only show that the code runs)
+  python benchmarks/throughput.py --smoke
+
+--smoke runs every section with the Nature DQN (SAME) and the MinAtar network, K = 1
+(no scan, and through make_train_steps), 2 timed steps per setting, 1,000 transitions of
+data, a diagnostics batch of 64, 20 sampled batches, and evaluation phases of 20 steps
+with 1 and 2 environments (episodes truncated at 10 steps); K = 100,000 with
+--max_call_seconds 5 shows the skipped row.
 """
 import argparse
 import functools
@@ -81,6 +89,11 @@ NETWORKS = {
                 "minatar:breakout"),
 }
 SECTIONS = ("train", "diag", "sample", "eval")
+# --smoke: the flags it sets (K = 100000 is past max_call_seconds: the skipped row).
+SMOKE = dict(networks="nature_same,minatar", ks="1,100000", max_unroll=1, steps=2,
+             min_seconds=0.0, max_call_seconds=5.0, diag_batch=64, diag_calls=1,
+             sample_calls=20, eval_steps=20, eval_envs="1,2", eval_max_episode_steps=10,
+             atari_capacity=1000, minatar_capacity=1000)
 
 
 def parse_args(argv=None):
@@ -113,7 +126,12 @@ def parse_args(argv=None):
   p.add_argument("--atari_capacity", type=int, default=20_000)
   p.add_argument("--minatar_capacity", type=int, default=50_000)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--smoke", action="store_true",
+                 help="every section at tiny sizes (overrides the sizes above)")
   args = p.parse_args(argv)
+  if args.smoke:
+    for name, value in SMOKE.items():
+      setattr(args, name, value)
   args.sections = _names(args.sections, SECTIONS, "--sections")
   args.networks = _names(args.networks, tuple(NETWORKS), "--networks")
   args.ks = [int(k) for k in args.ks.split(",") if k]

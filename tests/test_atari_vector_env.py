@@ -229,14 +229,19 @@ def test_vector_env_configured_as_dopamine_evaluation(monkeypatch):
   assert env.reset().shape == (2, 84, 84)
 
 
-def test_gin_binding():
-  gin.parse_config("AtariVectorEnvironments.max_episode_steps = 3")
+def test_evaluation_builds_it_with_the_atari_environments_bindings():
+  """One place configures the protocol: AtariEnvironment's gin bindings reach the
+  vector env that the evaluation steps."""
+  from batch_rl.environments import evaluation  # pylint: disable=g-import-not-at-top
+  gin.parse_config("AtariEnvironment.max_episode_steps = 3")
   try:
-    env = AtariVectorEnvironments("Pong", [0])
+    env = evaluation.create_environments("atari:Pong", [0])
   finally:
     gin.clear_config()
+  assert isinstance(env, AtariVectorEnvironments)
   env.reset()
   assert [env.step(np.zeros(1, np.int64))[3][0] for _ in range(3)] == [False, False, True]
+  env.close()
 
 
 def test_missing_vector_env_is_config_error(monkeypatch):

@@ -220,6 +220,12 @@ class AtariEnvironment(specs.DiscreteFrames):
     self._screen_size = screen_size
     self._max_episode_steps = max_episode_steps
     self._terminal_on_life_loss = terminal_on_life_loss
+    # The protocol as configured (gin's AtariEnvironment.* bindings), which the vector
+    # env of the evaluation is built with too.
+    self.settings = dict(sticky_action_prob=sticky_action_prob, frame_skip=frame_skip,
+                         screen_size=screen_size, max_episode_steps=max_episode_steps,
+                         terminal_on_life_loss=terminal_on_life_loss,
+                         full_action_space=full_action_space)
 
     rom_path = ale_py.roms.get_rom_path(self.rom_id)
     with open(rom_path, "rb") as f:

@@ -37,7 +37,6 @@ import logging
 from typing import Sequence
 
 import ale_py
-import gin
 import numpy as np
 
 from batch_rl import validation
@@ -88,7 +87,6 @@ def _check_seeds(seeds) -> np.ndarray:
   return np.asarray(values, np.int32)
 
 
-@gin.configurable
 class AtariVectorEnvironments(specs.DiscreteFrames):
   """N games of one Atari ROM with Dopamine's preprocessing, stepped in lockstep.
 

@@ -36,6 +36,7 @@ import gin
 import jax
 import numpy as np
 
+from batch_rl import validation
 from batch_rl.environments import atari_vector
 from batch_rl.environments import factory
 from batch_rl.environments.factory import Environment
@@ -129,13 +130,20 @@ def create_environments(name: str, seeds: Sequence[int], atari_vector_env: bool 
   """The evaluation environments of `name` ('family:game'), one per seed, as a batch.
 
   Atari games step in ale-py's C++ vector env (`atari_vector.AtariVectorEnvironments`,
-  Dopamine's protocol, its own resize; README compares it with the Python path) unless
-  `atari_vector_env` is False; everything else (and Atari then) is `LockstepEnvs` of
-  `factory.create_environment`.
+  whose frames equal the Python preprocessing's) unless `atari_vector_env` is False,
+  with the protocol `AtariEnvironment` is configured with (its gin bindings: sticky
+  actions, frame skip, screen size, episode limit, terminal on life loss); everything
+  else (and Atari then) is `LockstepEnvs` of `factory.create_environment`.
   """
   family, _, game = name.partition(":")
   if family == "atari" and atari_vector_env:
-    return atari_vector.AtariVectorEnvironments(game, seeds=list(seeds))
+    settings = dict(factory.create_environment(name, seed=seeds[0]).settings)
+    if settings.pop("full_action_space"):
+      raise validation.ConfigError(
+          "`AtariEnvironment.full_action_space = True`: the vector env of the evaluation "
+          "plays the minimal action set only. Bind `create_environments.atari_vector_env "
+          "= False` to evaluate in the Python environment.")
+    return atari_vector.AtariVectorEnvironments(game, seeds=list(seeds), **settings)
   return LockstepEnvs([factory.create_environment(name, seed=seed) for seed in seeds])
 
 

@@ -228,8 +228,8 @@ class FixedReplayRunner:
         self._save_position(iteration, state, dict(
             calls=index + 1, totals=totals,
             seconds=position["seconds"] + time.perf_counter() - start))
-    seconds = position["seconds"] + time.perf_counter() - start
     totals = jax.device_get(totals)  # the iteration's only host sync of train metrics
+    seconds = position["seconds"] + time.perf_counter() - start  # the calls have ended
     metrics = [{k: float(v) / self.training_steps for k, v in seed_totals.items()}
                for seed_totals in self.seeds.split(totals)]
     for seed_metrics in metrics:
