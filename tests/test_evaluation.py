@@ -199,3 +199,24 @@ def test_atari_evaluation_uses_the_vector_env_unless_bound_off():
   assert isinstance(python, evaluation.LockstepEnvs) and python.num_envs == 2
   minatar = evaluation.create_environments("minatar:breakout", [1])
   assert isinstance(minatar, evaluation.LockstepEnvs)
+
+
+def test_a_reused_vector_env_evaluates_as_a_fresh_one(tmp_path):
+  """The runner's Evaluator reseeds one vector env for every phase: iteration t's
+  phase is the one a fresh Evaluator plays for t (what a resumed run does)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import common as runner_common  # pylint: disable=g-import-not-at-top
+  agent = dqn.DQNAgent(num_actions=4)
+  params = helpers.random_params(agent, 0, (84, 84, 4))
+  gin.parse_config("AtariEnvironment.max_episode_steps = 100")
+  try:
+    make = lambda: runner_common.Evaluator("atari:Breakout", agent.act, seed=4,
+                                           key=jax.random.PRNGKey(4), num_envs=2, steps=300,
+                                           epsilon=0.5)
+    reused = make()
+    phases = [reused(params, iteration) for iteration in range(3)]
+    fresh = make()(params, 2)
+  finally:
+    gin.clear_config()
+  assert phases[2] == fresh
+  assert phases[1] != phases[2]  # the phases are seeded per iteration

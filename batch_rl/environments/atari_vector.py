@@ -200,6 +200,17 @@ class AtariVectorEnvironments(specs.DiscreteFrames):
     """int64 [N]: agent steps taken so far in each environment's current episode."""
     return self._episode_steps.copy()
 
+  def reseed(self, seeds: Sequence[int]) -> None:
+    """Seeds for the next `reset()`, one per environment (as many as now): a reset
+    reseeds every game and reloads its ROM, so it then plays as a new
+    AtariVectorEnvironments(game, seeds) would, without building the emulators anew."""
+    values = _check_seeds(seeds)
+    if len(values) != self.num_envs:
+      raise ValueError(f"reseed got {len(values)} seeds for {self.num_envs} environments.")
+    self._seeds = values
+    self.seeds = tuple(int(s) for s in values)
+    self._started = False
+
   def reset(self) -> np.ndarray:
     """Starts an episode in every environment, environment i seeded with seeds[i].
 

@@ -168,26 +168,34 @@ class Evaluator:
 
     solo_act = lambda params, states, keys: act(params, states, keys, epsilon)
     self._act = jax.jit(seeds_act if num_seeds > 1 else solo_act)
-    # One environment built now, so that what evaluation needs (the vector env in the
-    # installed ale-py, the ROM) fails while the runner is constructed, not after an
-    # iteration of training.
-    evaluation.create_environments(env_name, [seed_int(self.seeds[0], 3, 0, 0)]).close()
+    # Built now, so that what evaluation needs (the vector env in the installed ale-py,
+    # the ROM) fails while the runner is constructed, not after an iteration of
+    # training; a batch that can be reseeded (the vector env) is kept for every phase.
+    self._envs = evaluation.create_environments(env_name, self._env_seeds(0))
+
+  def _env_seeds(self, iteration: int) -> list[int]:
+    return [seed_int(seed, 3, iteration, i) for seed in self.seeds
+            for i in range(self.num_envs)]
+
+  def _environments(self, iteration: int):
+    """The phase's environments, seeded for `iteration`."""
+    if hasattr(self._envs, "reseed"):
+      self._envs.reseed(self._env_seeds(iteration))
+    else:  # Python environments are cheap to build, and seeded when built
+      self._envs.close()
+      self._envs = evaluation.create_environments(self.env_name, self._env_seeds(iteration))
+    return self._envs
 
   def evaluate_seeds(self, params: Any, iteration: int,
                      should_stop: Optional[Callable[[], bool]] = None
                      ) -> list[evaluation.EvalResult]:
     """The evaluation of `iteration` for every seed (params stacked on a leading seed
     axis when there are several); evaluation.Stopped once `should_stop()` is True."""
-    env_seeds = [seed_int(seed, 3, iteration, i) for seed in self.seeds
-                 for i in range(self.num_envs)]
-    envs = evaluation.create_environments(self.env_name, env_seeds)
+    envs = self._environments(iteration)
     keys = [jax.random.fold_in(k, iteration) for k in self._keys]
     policy = lambda states, step_keys: self._act(params, states, step_keys)
-    try:
-      return evaluation.evaluate_groups(policy, envs, self.steps, keys,
-                                        should_stop=should_stop)
-    finally:
-      envs.close()
+    return evaluation.evaluate_groups(policy, envs, self.steps, keys,
+                                      should_stop=should_stop)
 
   def __call__(self, params: Any, iteration: int,
                should_stop: Optional[Callable[[], bool]] = None) -> evaluation.EvalResult:
