@@ -270,3 +270,21 @@ def check_finite(iteration: int, num_iterations: int, metrics: dict[str, float],
       + f"Nothing of this iteration was logged or checkpointed; {kept}. A smaller "
       "`create_optimizer.learning_rate` (or gradient clipping, "
       "`create_optimizer.max_grad_norm`) usually keeps it finite.")
+
+
+def check_finite_seeds(iteration: int, num_iterations: int, seeds, metrics: Sequence[dict],
+                       params: Optional[Any], last_metrics: Sequence[dict],
+                       checkpoint_dirs: Sequence[str], run_dirs: Sequence[str]) -> None:
+  """check_finite for every seed of a run (`seeds`, a SeedAxis; `params` stacked, or
+  None), the seed and its directory named when there are several."""
+  seed_params = [None] * len(seeds) if params is None else seeds.split(params)
+  for k, (seed_metrics, seed_param) in enumerate(zip(metrics, seed_params)):
+    try:
+      check_finite(iteration, num_iterations, seed_metrics, seed_param, last_metrics[k],
+                   checkpoint_dirs[k])
+    except DivergenceError as e:
+      if not seeds.vmapped:
+        raise
+      raise DivergenceError(
+          f"Seed {seeds.seeds[k]} of this run's {len(seeds)} ({run_dirs[k]}): {e} The "
+          "seeds train in one program, so all stopped; each keeps its checkpoints.") from e

@@ -317,19 +317,8 @@ class FixedReplayRunner:
     return state, [{k: float(v) for k, v in m.items()} for m in metrics]
 
   def _check_finite(self, iteration: int, metrics: list[dict], params) -> None:
-    """common.check_finite for every seed, the seed named when there are several."""
-    seed_params = [None] * len(self.seeds) if params is None else self.seeds.split(params)
-    for k, (seed_metrics, seed_param) in enumerate(zip(metrics, seed_params)):
-      try:
-        common.check_finite(iteration, self.num_iterations, seed_metrics, seed_param,
-                            self._last_metrics[k], self.checkpoint_dirs[k])
-      except common.DivergenceError as e:
-        if not self.seeds.vmapped:
-          raise
-        raise common.DivergenceError(
-            f"Seed {self.seeds.seeds[k]} of this run's {len(self.seeds)} "
-            f"({self.run_dirs[k]}): {e} The seeds train in one program, so all stopped; "
-            "each keeps its checkpoints.") from e
+    common.check_finite_seeds(iteration, self.num_iterations, self.seeds, metrics, params,
+                              self._last_metrics, self.checkpoint_dirs, self.run_dirs)
 
   # ---------------------------------------------------------------- driver
   def _compile(self, state):

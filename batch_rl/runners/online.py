@@ -597,22 +597,12 @@ class OnlineRunner:
   def _check_finite(self, iteration: int, prefix: str, metrics: list[dict], params) -> None:
     """common.check_finite on each seed's tags of one agent (the passive agent's carry
     "Passive/"), the seed named when there are several."""
-    seed_params = [None] * len(self.seeds) if params is None else self.seeds.split(params)
-    for k, (seed_metrics, seed_param, last_metrics) in enumerate(
-        zip(metrics, seed_params, self._last_metrics)):
-      own = {t[len(prefix):]: float(v) for t, v in seed_metrics.items()
-             if t.startswith(prefix)}
-      last = {t[len(prefix):]: v for t, v in last_metrics.items() if t.startswith(prefix)}
-      try:
-        common.check_finite(iteration, self.num_iterations, own, seed_param, last,
-                            self.checkpoint_dirs[k])
-      except common.DivergenceError as e:
-        if not self.seeds.vmapped:
-          raise
-        raise common.DivergenceError(
-            f"Seed {self.seeds.seeds[k]} of this run's {len(self.seeds)} "
-            f"({self.run_dirs[k]}): {e} The seeds train in one program, so all stopped; "
-            "each keeps its checkpoints.") from e
+    own = [{t[len(prefix):]: float(v) for t, v in seed_metrics.items() if t.startswith(prefix)}
+           for seed_metrics in metrics]
+    last = [{t[len(prefix):]: v for t, v in seed_last.items() if t.startswith(prefix)}
+            for seed_last in self._last_metrics]
+    common.check_finite_seeds(iteration, self.num_iterations, self.seeds, own, params, last,
+                              self.checkpoint_dirs, self.run_dirs)
 
   def _write_dataset(self, buffer, iteration: int) -> None:
     """Each seed's buffer as DQN Replay checkpoint `iteration` in its replay_logs/."""
