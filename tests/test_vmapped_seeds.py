@@ -152,3 +152,14 @@ def test_program_bytes_grow_with_the_seeds(replay_dir, tmp_path):
   # seed needs beside the data: the data is not copied per seed.
   per_seed = needs[1] - data
   assert 3 * state <= needs[4] - needs[1] <= 3 * per_seed * 1.1
+
+
+def test_analysis_reads_the_seeds_as_ordinary_runs(vmapped_run):
+  from analysis import loading  # pylint: disable=g-import-not-at-top
+  sweep = loading.load_sweep(str(vmapped_run), cache=False)
+  assert sorted(sweep.runs["seed"].tolist()) == [3, 4, 5]
+  assert sorted(sweep.runs["run"].tolist()) == ["seed_3", "seed_4", "seed_5"]
+  # Every seed logged both iterations; none is taken for a hyperparameter setting.
+  srank = sweep.scalars[sweep.scalars["tag"] == "Rank/srank"]
+  assert srank.groupby("seed")["iteration"].nunique().tolist() == [2, 2, 2]
+  assert "FixedReplayRunner.data_seed" not in sweep.runs.columns
