@@ -85,6 +85,7 @@ from batch_rl import checkpointing
 from batch_rl import config as config_lib
 from batch_rl import networks
 from batch_rl import summary_writer
+from batch_rl.agents import common as agent_common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
 from batch_rl.datasets import dqn_replay_format
@@ -228,20 +229,9 @@ def state_shape(setup: Setup) -> tuple:
 
 
 def random_params(agent: dqn.DQNAgent, setup: Setup, seed: int = 0):
-  """Random network parameters drawn in numpy (kernels ~ U(+-sqrt(3 / fan_in)), biases
-  ~ 0.1 N(0, 1)): the network's own init would compile for seconds and changes nothing
-  that is timed here."""
-  shapes = jax.eval_shape(agent.network.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1,) + state_shape(setup), jnp.uint8))
-  rng = np.random.default_rng(seed)
-
-  def fill(leaf):
-    if len(leaf.shape) == 1:
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
-    return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), jnp.float32)
-
-  return jax.tree.map(fill, shapes)
+  """Random network parameters drawn on the host: the network's own init would compile
+  for seconds and changes nothing that is timed here."""
+  return agent_common.host_random_params(agent, seed, state_shape(setup))
 
 
 def initial_train_state(agent: dqn.DQNAgent, setup: Setup) -> learner.TrainState:

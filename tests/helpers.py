@@ -3,27 +3,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from batch_rl.agents import common as agent_common
 from batch_rl.replay import sampler
 
 
 def random_params(agent, seed, state_shape):
-  """Random network parameters (kernels ~ U(+-sqrt(3 / fan_in)), biases ~ 0.1 N(0, 1)).
-
-  Filled from numpy on the network's parameter shapes: compiling Flax's Xavier init
-  with the threefry PRNG takes seconds on CPU, and most tests need Q-values, not
-  Flax's init (tests of the init itself use agent.init).
-  """
-  shapes = jax.eval_shape(agent.network.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1,) + tuple(state_shape), jnp.uint8))
-  rng = np.random.default_rng(seed)
-
-  def fill(leaf):
-    if len(leaf.shape) == 1:
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
-    return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), jnp.float32)
-
-  return jax.tree.map(fill, shapes)
+  """Random network parameters drawn on the host (agents.common.host_random_params):
+  most tests need Q-values, not Flax's init (tests of the init itself use agent.init)."""
+  return agent_common.host_random_params(agent, seed, state_shape)
 
 
 def random_transitions(seed=0, batch_size=8, state_shape=(10, 10, 4, 1), num_actions=3):

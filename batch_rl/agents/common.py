@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from batch_rl import networks
@@ -261,3 +262,21 @@ def _build_network(network, num_actions: int, outputs_per_action: int,
     name = getattr(network, "__name__", repr(network))
     raise ValueError(f"{', '.join(users)} need a network with {needed}, which {name} "
                      f"does not take ({e}).") from e
+
+
+def host_random_params(agent, seed: int, state_shape: Sequence[int]) -> Any:
+  """Random parameters of `agent.network` for uint8 states of `state_shape`, drawn in
+  numpy on the network's parameter shapes (kernels ~ U(+-sqrt(3 / fan_in)), biases ~
+  0.1 N(0, 1)): compiling Flax's init with the threefry PRNG takes seconds on CPU, which
+  tests and benchmarks that only need some network need not pay."""
+  shapes = jax.eval_shape(agent.network.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1,) + tuple(state_shape), jnp.uint8))
+  rng = np.random.default_rng(seed)
+
+  def fill(leaf):
+    if len(leaf.shape) == 1:
+      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
+    bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
+    return jnp.asarray(rng.uniform(-bound, bound, leaf.shape), jnp.float32)
+
+  return jax.tree.map(fill, shapes)
