@@ -18,7 +18,6 @@ from batch_rl.agents import base as agent_base
 from batch_rl.agents import learner
 from batch_rl.agents import common as agent_common
 from batch_rl.environments import evaluation
-from batch_rl.environments import factory
 from batch_rl.runners import run_dir
 from batch_rl.runners import seed_axis
 from batch_rl.validation import ConfigError
@@ -137,7 +136,7 @@ def make_sampler(sample_transitions: Callable, batch_size: int, *, stack_size: i
 
 
 class Evaluator:
-  """The evaluation phase of a run: `num_envs` fresh environments in lockstep, per seed.
+  """The evaluation phase of a run: `num_envs` environments in lockstep, per seed.
 
   Environment i of iteration t is seeded by seed_int(seed, 3, t, i) and the policy's
   keys derive from fold_in(fold_in(key, 2), t), so an iteration's evaluation does not
@@ -172,18 +171,23 @@ class Evaluator:
     # the ROM) fails while the runner is constructed, not after an iteration of
     # training; a batch that can be reseeded (the vector env) is kept for every phase.
     self._envs = evaluation.create_environments(env_name, self._env_seeds(0))
+    self._unplayed_for = 0  # the iteration self._envs are seeded for and not yet played
 
   def _env_seeds(self, iteration: int) -> list[int]:
     return [seed_int(seed, 3, iteration, i) for seed in self.seeds
             for i in range(self.num_envs)]
 
   def _environments(self, iteration: int):
-    """The phase's environments, seeded for `iteration`."""
-    if hasattr(self._envs, "reseed"):
-      self._envs.reseed(self._env_seeds(iteration))
-    else:  # Python environments are cheap to build, and seeded when built
-      self._envs.close()
-      self._envs = evaluation.create_environments(self.env_name, self._env_seeds(iteration))
+    """The phase's environments, seeded for `iteration` (those built at construction
+    serve iteration 0's phase as they are)."""
+    if self._unplayed_for != iteration:
+      if hasattr(self._envs, "reseed"):
+        self._envs.reseed(self._env_seeds(iteration))
+      else:  # Python environments are cheap to build, and seeded when built
+        self._envs.close()
+        self._envs = evaluation.create_environments(self.env_name,
+                                                    self._env_seeds(iteration))
+    self._unplayed_for = None
     return self._envs
 
   def evaluate_seeds(self, params: Any, iteration: int,
