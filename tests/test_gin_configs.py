@@ -47,6 +47,22 @@ def test_offline_dqn_gin_applies_the_paper_defaults(tmp_path):
   assert (runner.training_steps, runner.evaluation_steps) == (62_500, 125_000)
 
 
+def test_offline_dqn_rlu_gin_applies_the_empirical_studys_atari_settings():
+  # Gulcehre et al. 2022, Table A.12 (Atari column) and Table 3's target-update control.
+  # The preset only rebinds dqn.gin (whose runner the test above builds), so parsing it
+  # is enough to check what it binds.
+  config_lib.parse_gin([os.path.join(REPO, "gin_configs", "offline", "dqn_rlu.gin")], [])
+  q = gin.query_parameter
+  assert q("DQNAgent.batch_size") == 256 and q("DQNAgent.target_update_period") == 2500
+  assert q("NatureDQNNetwork.hidden_units") == 512
+  assert q("NatureDQNNetwork.activation") == "relu"
+  assert q("FixedReplayRunner.num_iterations") * q("FixedReplayRunner.training_steps") == (
+      2_000_000)
+  assert q("FixedReplayRunner.diagnostics_batch_size") == 512
+  assert q("create_optimizer.learning_rate") == 3e-5 and q("create_optimizer.name") == "adam"
+  assert q("DQNAgent.gamma") == 0.99
+
+
 # Tags each offline config must log beyond the common ones.
 OFFLINE_CONFIGS = {
     "dqn.gin": {"Train/TDError"},
@@ -88,11 +104,13 @@ NARROW = 32
 
 # Offline configs of other domains, trained end to end by their own tests.
 OTHER_DOMAIN_CONFIGS = {"cartpole_dqn.gin": "tests/test_float_observations.py"}
+# Presets that only rebind dqn.gin's values (the same code path), checked above.
+DQN_PRESETS = {"dqn_rlu.gin": "test_offline_dqn_rlu_gin_applies_the_empirical_studys_atari_settings"}
 
 
 def test_every_offline_config_is_listed():
   on_disk = set(os.listdir(os.path.join(REPO, "gin_configs", "offline")))
-  assert on_disk == set(OFFLINE_CONFIGS) | set(OTHER_DOMAIN_CONFIGS), (
+  assert on_disk == set(OFFLINE_CONFIGS) | set(OTHER_DOMAIN_CONFIGS) | set(DQN_PRESETS), (
       "add new gin files to OFFLINE_CONFIGS")
 
 
