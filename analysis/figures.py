@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis import phases as phases_lib
+from analysis import policy_selection as selection_lib
 
 PANEL = (3.6, 2.8)
 TITLES = {
@@ -270,3 +271,71 @@ def _ratio(scalars: pd.DataFrame, num: str, den: str, name: str) -> pd.DataFrame
   joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
   out = (joined["a"] / joined["b"].where(joined["b"] > 0)).rename("value").reset_index()
   return out.assign(tag=name).dropna(subset=["value"])
+
+
+def _setting_labels(table: pd.DataFrame, fixed: Sequence[str]) -> pd.Series:
+  """game, then " / "-joined values of the other columns not in `fixed` that vary (e.g.
+  the agent in a per-agent sweep)."""
+  extra = [c for c in table.columns if c not in fixed and c != "game"
+           and table[c].astype(str).nunique() > 1]
+  labels = table["game"].astype(str)
+  for column in extra:
+    labels = labels + " / " + table[column].astype(str)
+  return labels
+
+
+def _grouped_bars(table: pd.DataFrame, value: str, error: Optional[str], fixed: Sequence[str],
+                  ylabel: str, reference: float, ylim=None):
+  """A panel per iteration; per game (x), a bar per criterion (color), +- `error`."""
+  iterations = sorted(table["iteration"].unique())
+  criteria = list(dict.fromkeys(table["criterion"]))
+  labels_all = list(dict.fromkeys(_setting_labels(table, fixed)))
+  width = 0.8 / max(len(criteria), 1)
+  fig, axes = plt.subplots(len(iterations), 1, squeeze=False, figsize=(
+      max(5.0, 0.22 * len(labels_all) * len(criteria) + 2.5), 2.9 * len(iterations)))
+  colors = _colors(criteria)
+  for ax, iteration in zip(axes[:, 0], iterations):
+    data = table[table["iteration"] == iteration]
+    labels = _setting_labels(data, fixed)
+    x = {name: i for i, name in enumerate(labels_all)}
+    for j, criterion in enumerate(criteria):
+      rows = data[data["criterion"] == criterion]
+      where = np.array([x[l] for l in labels[rows.index]]) + (j - (len(criteria) - 1) / 2) * width
+      yerr = None if error is None else np.nan_to_num(rows[error].to_numpy(float))
+      ax.bar(where, rows[value].to_numpy(float), width, yerr=yerr, capsize=2,
+             color=colors[criterion], label=criterion, error_kw={"lw": 0.8})
+    ax.axhline(reference, color="gray", lw=0.8, ls=":")
+    ax.set_xticks(range(len(labels_all)))
+    ax.set_xticklabels(labels_all, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(f"iteration {iteration}", fontsize=9)
+    if ylim is not None:
+      ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+  _legend(fig, axes)
+  fig.tight_layout()
+  return fig
+
+
+def policy_selection_regret(summary: pd.DataFrame, online: bool = False):
+  """Mean simple regret per game and criterion, +- SE over seeds (Gulcehre et al.
+  Figure 19; 1 = the best candidate chosen, 0 = the worst), a panel per iteration.
+
+  summary: `policy_selection.regret_summary`. The online choice (regret 1 by
+  construction) is the dotted line unless `online`.
+  """
+  data = summary if online else summary[summary["criterion"] != selection_lib.ONLINE]
+  return _grouped_bars(data, "regret_mean", "regret_se",
+                       ("criterion", "iteration", "regret_mean", "regret_se", "regret_n"),
+                       "simple regret (1 = best)", 1.0, ylim=(0, 1.1))
+
+
+def policy_selection_improvement(improvement: pd.DataFrame):
+  """Improvement (%) of each criterion's choice over the online choice per game
+  (Gulcehre et al. Figure 20), a panel per iteration.
+
+  improvement: `policy_selection.improvement_over_online`.
+  """
+  return _grouped_bars(improvement, "improvement_pct", None,
+                       ("criterion", "iteration", "return_criterion", "return_online",
+                        "improvement_pct"), "improvement over online (%)", 0.0)

@@ -18,6 +18,7 @@ import pandas as pd
 from analysis import figures
 from analysis import loading
 from analysis import phases as phases_lib
+from analysis import policy_selection as selection_lib
 from analysis import scores as scores_lib
 from analysis import treatment_effects as te
 
@@ -151,6 +152,51 @@ def feature_diagnostics(sweep: loading.Sweep, out: str) -> list:
                        "feature_diagnostics")]
 
 
+def policy_selection(sweep: loading.Sweep, out: str, column: Optional[str] = None,
+                     iterations: Optional[Sequence[int]] = None) -> list:
+  """Offline policy selection among runs that differ in one setting (empirical study
+  Section 10, Figures 19 and 20): simple regret, rank correlations, improvement over
+  the online choice.
+
+  `column` defaults to the one hyperparameter that varies within a game (else the
+  agent), `iterations` to the last one every run reached and the one a tenth of the way.
+  A criterion whose tags some run lacks is left out with a printed note; the others
+  are still computed.
+  """
+  sweep.require([RETURN], "offline policy selection")
+  result = selection_lib.evaluate(sweep.scalars, column=column, iterations=iterations)
+  print(f"offline policy selection: candidates differ in {result.column!r}; iterations "
+        f"{result.iterations}; criteria {[c.name for c in result.candidates.criteria]}")
+  for note in result.problems:
+    print(f"offline policy selection: {note}")
+  tables = {"policy_selection": result.selections,
+            "policy_selection_regret": result.regret,
+            "policy_selection_correlations": result.correlations,
+            "policy_selection_correlations_summary": result.correlation_summary,
+            "policy_selection_improvement": result.improvement}
+  written = []
+  for name, table in tables.items():
+    table.to_csv(os.path.join(out, name + ".csv"), index=False)
+    written.append(os.path.join(out, name + ".csv"))
+  path = os.path.join(out, "policy_selection.md")
+  with open(path, "w") as f:
+    f.write(selection_lib.regret_markdown(result.regret, result.column))
+  written.append(path)
+  written.append(figures.save(figures.policy_selection_regret(result.regret), out,
+                              "policy_selection_regret"))
+  written.append(figures.save(figures.policy_selection_improvement(result.improvement),
+                              out, "policy_selection_improvement"))
+  return written
+
+
+def _iterations(text: str) -> list:
+  try:
+    return [int(i) for i in text.split(",") if i.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected comma-separated iterations such as 19,199, got {text!r}") from None
+
+
 def slug(text: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in text)
 
@@ -169,6 +215,13 @@ def main(argv=None) -> int:
   parser.add_argument("--by", default="agent",
                       help="column that colors the rank-vs-performance scatter (agent or "
                       "a gin binding such as create_optimizer.learning_rate)")
+  parser.add_argument("--selection_column", default=None,
+                      help="offline policy selection: the column the competing runs differ "
+                      "in (default: the one hyperparameter varying within a game, else the "
+                      "agent)")
+  parser.add_argument("--selection_iterations", type=_iterations, default=None,
+                      metavar="I,J", help="offline policy selection: iterations to select at "
+                      "(default: the last every run reached and the one a tenth of the way)")
   parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
   parser.add_argument("--no_cache", action="store_true", help="ignore and keep no cache")
   args = parser.parse_args(argv)
@@ -195,6 +248,8 @@ def main(argv=None) -> int:
       ("rank vs performance", lambda: rank_vs_performance(sweep, args.out, by=args.by)),
       ("phases of learning", lambda: phase_curves(sweep, args.out)),
       ("feature diagnostics", lambda: feature_diagnostics(sweep, args.out)),
+      ("offline policy selection", lambda: policy_selection(
+          sweep, args.out, args.selection_column, args.selection_iterations)),
   ]
   written = 0
   for name, section in sections:

@@ -29,6 +29,8 @@ EXPECTED_PNGS = {
     "04_rank_vs_performance": ["rank_vs_performance.png"],
     "05_phases_of_learning": ["phases.png"],
     "06_feature_diagnostics": ["feature_diagnostics.png"],
+    "07_offline_policy_selection": ["policy_selection_regret.png",
+                                    "policy_selection_improvement.png"],
 }
 
 
