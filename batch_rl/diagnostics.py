@@ -1,8 +1,8 @@
-"""Feature-matrix diagnostics: effective rank (srank) and feature statistics.
+"""Feature-matrix diagnostics: effective rank (srank), feature statistics, plasticity.
 
 Pure, jittable functions of a feature matrix Phi [N, D] (N states, D features,
-e.g. the `representation` of a `batch_rl.networks` Q-network on a batch). No
-network is evaluated here.
+e.g. the `representation` of a `batch_rl.networks` Q-network on a batch), of a
+layer's activations, or of a parameter pytree. No network is evaluated here.
 
 srank follows Kumar et al. (2021), "Implicit Under-Parameterization Inhibits
 Data-Efficient Deep Reinforcement Learning", Sec. 3:
@@ -13,24 +13,39 @@ with sigma_1 >= sigma_2 >= ... the singular values of Phi. This is the
 cumulative (nuclear-norm fraction) definition, not a count of singular values
 above delta * sigma_max.
 
-Other quantities (see `extended_diagnostics`), named so they cannot be mixed
-up with srank:
+Papers mean different things by "rank". The other quantities here (see
+`extended_diagnostics`) are named after their source so that one paper's rank
+is never compared with another's by mistake:
 
   * `rank_above_threshold`: numerical rank, #{i : sigma_i > epsilon}.
   * `rank_relative_to_max`: #{i : sigma_i / sigma_max > threshold}; what
     Dopamine's MoE lab logs as `srank_{t}` (google/dopamine,
     dopamine/labs/moes/agents/full_rainbow_moe_agent.py). NOT Kumar et al.'s
     srank.
+  * `effective_rank_roy`: Roy and Vetterli (2007), "The effective rank: a
+    measure of effective dimensionality", exp of the entropy of the normalised
+    singular values; what several plasticity papers call "effective rank".
+    Real-valued, in [1, rank(Phi)].
+  * `feature_rank_lyle`: Lyle, Rowland and Dabney (2022), "Understanding and
+    preventing capacity loss in reinforcement learning", #{i : sigma_i(Phi /
+    sqrt(N)) > 0.01}: an absolute threshold on the spectrum of the
+    second-moment matrix, so it depends on the features' scale (srank,
+    rank_relative_to_max and effective_rank_roy do not).
   * `srank_eig`: Kumar et al. (2021) Appendix A.7, the same cumulative
     definition on the moduli of the (complex) eigenvalues of a square d x d
     feature batch.
   * `spectrum_quantiles`: sigma at quantiles of the spectrum.
-  * `dormant_scores` / `dormant_fraction`: Sokar et al. (2023), "The dormant
-    neuron phenomenon in deep reinforcement learning".
+  * `dormant_scores` / `dormant_fraction` / `layer_dormant_fractions`: Sokar
+    et al. (2023), "The dormant neuron phenomenon in deep reinforcement
+    learning" (ReDo), for any hidden layer, convolutional ones included.
   * `mean_cosine_similarity`: mean over rows of cos(phi(s), phi(s')).
+  * `parameter_diagnostics`: the global L2 norm of the parameters and their L2
+    distance from the initial ones.
 """
 
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -142,8 +157,8 @@ def _feature_diagnostics_from_sv(phi, sv, phi_next, delta):
 
 
 # ---------------------------------------------------------------------------
-# Other rank definitions in circulation. All return int32 scalars and -1 for a
-# spectrum holding a NaN/inf, like `srank`.
+# Other rank definitions in circulation. The counts return int32 scalars and -1
+# for a spectrum holding a NaN/inf, like `srank`; Roy's effective rank is real.
 
 
 def matrix_rank_tolerance(sv: jax.Array, shape: tuple[int, int]) -> jax.Array:
@@ -210,6 +225,75 @@ def rank_relative_to_max(sv: jax.Array, threshold: float) -> jax.Array:
   ratio = sv / jnp.where(sv_max > 0, sv_max, 1.0)
   k = jnp.sum(ratio > jnp.asarray(threshold, jnp.float32)).astype(jnp.int32)
   return jnp.where(jnp.all(jnp.isfinite(sv)), k, -1).astype(jnp.int32)
+
+
+LYLE_EPSILON = 0.01
+
+
+def feature_rank_lyle(sv: jax.Array, num_rows: int,
+                      epsilon: float = LYLE_EPSILON) -> jax.Array:
+  """Feature rank of Lyle, Rowland and Dabney (2022), "Understanding and preventing
+  capacity loss in reinforcement learning":
+
+    rho(Phi, epsilon) = #{i : sigma_i(Phi / sqrt(n)) > epsilon},  epsilon = 0.01,
+
+  with n the number of rows (states) of Phi. sigma_i(Phi) / sqrt(n) are the square
+  roots of the eigenvalues of the empirical second-moment matrix Phi^T Phi / n, so
+  for i.i.d. rows the count does not grow with the batch size, unlike
+  `rank_above_threshold`. The threshold is absolute: scaling the features by c
+  changes the count (all of 1e-3 * Phi's singular values may fall below it), whereas
+  `srank`, `rank_relative_to_max` (Dopamine's `srank_{t}`, "Rank/rank_rel") and
+  `effective_rank_roy` are invariant to the scale. Against "Rank/rank_rel", which
+  counts sigma_i > 0.01 sigma_max: a 4-row Phi with spectrum (10, 0.05) has feature
+  rank 2 (sigma / 2 = 5, 0.025 > 0.01) but rank_rel 1 (0.05 / 10 = 0.005), and
+  with spectrum (0.01, 0.01) feature rank 0 but rank_rel 2. Against "Rank/srank"
+  (the cumulative 99% of sum sigma_i): that counts the singular values needed to
+  hold most of the spectrum's mass, this one those that clear a fixed floor.
+
+  Args:
+    sv: [K] singular values of Phi (any order), non-negative.
+    num_rows: n, the number of rows of Phi (static).
+    epsilon: threshold on sigma_i / sqrt(n); may be traced.
+
+  Returns:
+    int32 scalar in [0, K]; -1 if `sv` holds a NaN/inf.
+  """
+  if num_rows < 1:
+    raise ValueError(f"num_rows must be >= 1, got {num_rows}")
+  sv = jnp.asarray(sv, jnp.float32)
+  scaled = sv / jnp.sqrt(jnp.float32(num_rows))
+  k = jnp.sum(scaled > jnp.asarray(epsilon, jnp.float32)).astype(jnp.int32)
+  return jnp.where(jnp.all(jnp.isfinite(sv)), k, -1).astype(jnp.int32)
+
+
+def effective_rank_roy(sv: jax.Array) -> jax.Array:
+  """Effective rank of Roy and Vetterli (2007), "The effective rank: a measure of
+  effective dimensionality":
+
+    p_i = sigma_i / sum_j sigma_j,   erank = exp(-sum_i p_i log p_i),
+
+  the exponential of the Shannon entropy of the l1-normalised singular values
+  (0 log 0 = 0). It is what several plasticity papers log as "effective rank"; it
+  is real-valued, 1 for a rank-one matrix and k for k equal non-zero singular
+  values (e.g. (1, 1, 0, 0) -> 2), and is not Kumar et al.'s `srank`, which counts
+  the singular values holding 1 - delta of the nuclear norm. Scale-invariant.
+
+  Args:
+    sv: [K] singular values (any order), non-negative.
+
+  Returns:
+    float32 scalar in [1, K] up to float32 rounding (about 1e-6 relative; a float32
+    SVD's ~1e-7 sigma_max noise in exactly-zero singular values adds about
+    K * 1e-6); 0 for an all-zero spectrum (the zero matrix, where the definition has
+    no distribution to take the entropy of); NaN if `sv` holds a NaN/inf.
+  """
+  sv = jnp.asarray(sv, jnp.float32)
+  total = jnp.sum(sv)
+  p = sv / jnp.where(total > 0, total, 1.0)
+  positive = p > 0
+  entropy = -jnp.sum(jnp.where(positive, p * jnp.log(jnp.where(positive, p, 1.0)), 0.0))
+  erank = jnp.where(total > 0, jnp.exp(entropy), 0.0)
+  return jnp.where(jnp.all(jnp.isfinite(sv)), erank, jnp.nan).astype(jnp.float32)
 
 
 def eigenvalue_moduli(phi_square: jax.Array) -> jax.Array:
@@ -289,23 +373,34 @@ def spectrum_quantiles(
   return jnp.quantile(sv, jnp.asarray(quantiles, jnp.float32))
 
 
+def _unit_axes(h: jax.Array) -> tuple[int, ...]:
+  """The axes a unit's activation is averaged over: all but the last (units)."""
+  if h.ndim < 2:
+    raise ValueError(
+        f"activations must be [N, D] (or [N, ..., C] with units on the last axis, "
+        f"e.g. a conv layer's [N, H, W, C]), got shape {tuple(h.shape)}")
+  return tuple(range(h.ndim - 1))
+
+
 def dormant_scores(phi: jax.Array) -> jax.Array:
-  """Per-unit dormancy scores of Sokar et al. (2023).
+  """Per-unit dormancy scores of Sokar et al. (2023), "The dormant neuron phenomenon
+  in deep reinforcement learning" (ReDo):
 
-    s_i = E_x |h_i(x)| / ( (1/D) sum_k E_x |h_k(x)| ),
+    s_i = E_x |h_i(x)| / ( (1/H) sum_k E_x |h_k(x)| ),
 
-  the mean absolute activation of unit i normalized by the layer average, the
-  expectation taken over the N rows (states) of phi.
+  the mean absolute activation of unit i normalised by the layer's average over its
+  H units, the expectation taken over the inputs x.
 
   Args:
-    phi: [N, D] activations h(x) of N inputs.
+    phi: activations h(x) of N inputs: [N, D] for a dense layer, or [N, ..., C] for
+      a convolutional feature map, whose C channels are the units and whose spatial
+      positions are averaged over with the batch (as ReDo's implementation does).
 
   Returns:
-    [D] float32 scores, mean 1; all 0 if every activation is 0.
+    [D] (or [C]) float32 scores, mean 1; all 0 if every activation is 0.
   """
-  if phi.ndim != 2:
-    raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
-  a = jnp.mean(jnp.abs(phi.astype(jnp.float32)), axis=0)
+  axes = _unit_axes(phi)
+  a = jnp.mean(jnp.abs(phi.astype(jnp.float32)), axis=axes)
   avg = jnp.mean(a)
   return a / jnp.where(avg > 0, avg, 1.0)
 
@@ -313,26 +408,94 @@ def dormant_scores(phi: jax.Array) -> jax.Array:
 def dormant_fraction(phi: jax.Array, tau: float = 0.1) -> jax.Array:
   """Fraction of tau-dormant units (Sokar et al. 2023): s_i <= tau.
 
-  Evaluated as sum_x |h_i(x)| <= tau * (1/D) sum_k sum_x |h_k(x)| (the score
-  inequality multiplied by N * average, no division), so tau = 0 selects
-  exactly the units whose activation is 0 on every row: for ReLU (or any)
-  features it equals "Features/dead_units" of `feature_diagnostics`. An
-  all-zero phi has every unit dormant (1.0).
+  Evaluated as sum_x |h_i(x)| <= tau * (1/H) sum_k sum_x |h_k(x)| (the score
+  inequality multiplied by the number of averaged entries and the layer average, no
+  division), so tau = 0 selects exactly the units whose activation is 0 on every
+  row (and, for a conv map, at every position): for ReLU (or any) features it equals
+  "Features/dead_units" of `feature_diagnostics`. An all-zero phi has every unit
+  dormant (1.0).
 
   Args:
-    phi: [N, D] activations.
-    tau: dormancy threshold >= 0 (Sokar et al. use e.g. 0, 0.025, 0.1); may
-      be traced.
+    phi: [N, D] activations, or [N, ..., C] with the units on the last axis (see
+      `dormant_scores`).
+    tau: dormancy threshold >= 0 (Sokar et al. use 0, 0.025 and 0.1); may be traced.
 
   Returns:
     float32 scalar in [0, 1]; NaN if phi is not finite.
   """
-  if phi.ndim != 2:
-    raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
-  col = jnp.sum(jnp.abs(phi.astype(jnp.float32)), axis=0)
-  dormant = col <= jnp.asarray(tau, jnp.float32) * jnp.mean(col)
+  return _dormant_fraction_of_mass(_unit_mass(phi), tau)
+
+
+def _unit_mass(h: jax.Array) -> jax.Array:
+  """[units] sum of |h| over the inputs (and positions) of each unit, float32."""
+  return jnp.sum(jnp.abs(h.astype(jnp.float32)), axis=_unit_axes(h))
+
+
+def _dormant_fraction_of_mass(mass: jax.Array, tau) -> jax.Array:
+  """Fraction of units with mass_i <= tau * mean(mass); NaN if mass is not finite."""
+  dormant = mass <= jnp.asarray(tau, jnp.float32) * jnp.mean(mass)
   frac = jnp.mean(dormant.astype(jnp.float32))
-  return jnp.where(jnp.all(jnp.isfinite(col)), frac, jnp.nan)
+  return jnp.where(jnp.all(jnp.isfinite(mass)), frac, jnp.nan)
+
+
+# The thresholds of ReDo's figures (Sokar et al. 2023).
+DORMANT_TAUS = (0.0, 0.025, 0.1)
+
+
+def dormant_tag(tau: float, layer: str) -> str:
+  """The TensorBoard tag of a layer's dormant fraction: "Dormant/tau0.1/Dense_0"."""
+  return f"Dormant/tau{float(tau):g}/{layer}"
+
+
+def layer_dormant_fractions(activations: Mapping[str, jax.Array],
+                            taus: Sequence[float] = DORMANT_TAUS) -> dict[str, jax.Array]:
+  """`dormant_fraction` of every layer at every tau, keyed by TensorBoard tag.
+
+  Args:
+    activations: {layer name: its post-activation output}, [N, D] or [N, ..., C]
+      (`networks.hidden_activations` gives them for every hidden layer of the
+      networks in `batch_rl.networks`, named after their parameter subtree).
+    taus: static thresholds.
+
+  Returns:
+    {dormant_tag(tau, layer): float32 fraction of the layer's units that are
+    tau-dormant}; {} for no layers.
+  """
+  out = {}
+  for layer, h in activations.items():
+    mass = _unit_mass(h)  # one pass over the activations for all taus
+    for tau in taus:
+      out[dormant_tag(tau, layer)] = _dormant_fraction_of_mass(mass, tau)
+  return out
+
+
+def global_norm(tree) -> jax.Array:
+  """sqrt(sum of the squares of every entry of every leaf), float32 (0 for no leaves)."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  total = sum((jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves),
+              jnp.float32(0.0))
+  return jnp.sqrt(total)
+
+
+def parameter_diagnostics(params, initial_params=None) -> dict[str, jax.Array]:
+  """Norms of the online parameters, keyed by TensorBoard tag.
+
+  Args:
+    params: the parameter pytree (every leaf: kernels and biases of every layer).
+    initial_params: the same pytree at initialisation (before any update), or None.
+
+  Returns:
+    "Params/weight_norm": ||theta||_2, the global L2 norm of all parameters;
+    "Params/distance_from_init" (only with initial_params): ||theta - theta_0||_2,
+      the global L2 distance from the initial parameters (0 before the first
+      update). Both float32 scalars, NaN if a parameter is not finite.
+  """
+  out = {"Params/weight_norm": global_norm(params)}
+  if initial_params is not None:
+    out["Params/distance_from_init"] = global_norm(jax.tree.map(
+        lambda p, p0: p.astype(jnp.float32) - p0.astype(jnp.float32), params,
+        initial_params))
+  return out
 
 
 def mean_cosine_similarity(phi: jax.Array, phi_next: jax.Array) -> jax.Array:
@@ -381,6 +544,7 @@ def extended_diagnostics(
     sv: jax.Array | None = None,
     rank_epsilon: float | None = None,
     relative_threshold: float = 0.01,
+    lyle_epsilon: float = LYLE_EPSILON,
     dormant_tau: float = 0.1,
     quantiles=DEFAULT_QUANTILES,
     compute_srank_eig: bool = True,
@@ -401,6 +565,7 @@ def extended_diagnostics(
       the matrix-size-scaled `matrix_rank_tolerance(sv, phi.shape)` =
       sigma_max * max(N, D) * eps(float32).
     relative_threshold: threshold of "Rank/rank_rel".
+    lyle_epsilon: epsilon of "Rank/feature_rank_lyle" (Lyle et al. use 0.01).
     dormant_tau: tau of "Features/dormant".
     quantiles: static, the q of the "Rank/sigma_qXX" entries; the tag is
       round(100 q) zero-padded to two digits.
@@ -415,12 +580,18 @@ def extended_diagnostics(
         order); NaN if N < D (no square batch) or phi is not finite;
       "Rank/rank_eps": rank_above_threshold(sv, epsilon);
       "Rank/rank_rel": rank_relative_to_max(sv, relative_threshold);
+      "Rank/effective_rank_roy": effective_rank_roy(sv), Roy and Vetterli's
+        exp-entropy effective rank (real-valued);
+      "Rank/feature_rank_lyle": feature_rank_lyle(sv, N, lyle_epsilon), Lyle et
+        al.'s count of sigma_i / sqrt(N) > 0.01;
       "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90": spectrum
         quantiles (with the default `quantiles`);
-      "Features/dormant": dormant_fraction(phi, dormant_tau);
+      "Features/dormant": dormant_fraction(phi, dormant_tau), phi's units only
+        (the per-layer fractions are `layer_dormant_fractions`);
       "Features/cosine_next" (only if phi_next is given):
         mean_cosine_similarity(phi, phi_next).
-    Ranks are exact integers as float32, NaN for non-finite features.
+    The counts are exact integers as float32; every entry is NaN for non-finite
+    features.
   """
   if phi.ndim != 2:
     raise ValueError(f"phi must be [N, D], got shape {tuple(phi.shape)}")
@@ -439,6 +610,8 @@ def extended_diagnostics(
   out["Rank/rank_eps"] = _rank_to_float(rank_above_threshold(sv, eps))
   out["Rank/rank_rel"] = _rank_to_float(
       rank_relative_to_max(sv, relative_threshold))
+  out["Rank/effective_rank_roy"] = effective_rank_roy(sv)
+  out["Rank/feature_rank_lyle"] = _rank_to_float(feature_rank_lyle(sv, n, lyle_epsilon))
   qs = spectrum_quantiles(sv, quantiles)
   for i, q in enumerate(quantiles):
     out[f"Rank/sigma_q{round(100 * q):02d}"] = qs[i]

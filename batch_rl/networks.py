@@ -10,6 +10,12 @@ Dense layer.
 
 Parameter trees use Flax's automatic names (Conv_0, Conv_1, Conv_2, Dense_0,
 Dense_1), the same names as Dopamine's JAX `NatureDQNNetwork`.
+
+Every hidden layer's post-activation output is also recorded with Flax's `sow`
+(collection "intermediates"), under the name of the layer's parameter subtree, for
+the per-layer diagnostics (dormant units); `hidden_activations` runs a network and
+returns them. Applied as usual (the collection not mutable) a network records
+nothing and computes exactly what it computes without the records.
 """
 
 from __future__ import annotations
@@ -78,6 +84,46 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
     ) from None
 
 
+# Flax's collection for values recorded during `apply` (`Module.sow`); `Module.init`
+# leaves it out of the variables it returns by default, so the parameter trees (and
+# checkpoints) do not change.
+INTERMEDIATES = "intermediates"
+_HIDDEN = "hidden_activations"
+
+
+def _merge(recorded: dict, new: dict) -> dict:
+  return {**recorded, **new}
+
+
+def _record_hidden(module: nn.Module, layer: nn.Module, x: jax.Array) -> jax.Array:
+  """Records `x`, the post-activation output of `layer` (a submodule of `module`
+  already called), for `hidden_activations`; returns `x`. A no-op unless the
+  "intermediates" collection is mutable."""
+  module.sow(INTERMEDIATES, _HIDDEN, {layer.name: x}, init_fn=dict, reduce_fn=_merge)
+  return x
+
+
+def hidden_activations(network: nn.Module, variables, x: jax.Array, **kwargs
+                       ) -> tuple[QNetworkOutput, dict[str, jax.Array]]:
+  """`network.apply(variables, x, **kwargs)` and its hidden layers' activations.
+
+  Returns:
+    (the network's output, {layer name: post-activation output}), the layers in
+    network order and named after their parameter subtree: Nature DQN {Conv_0:
+    [B, 21, 21, 32], Conv_1, Conv_2, Dense_0: [B, 512]} (SAME padding), MinAtar
+    {Conv_0: [B, 8, 8, 16], Dense_0: [B, 128]}, MLP {Dense_0, ..., Dense_{L-1}} with
+    Dense_{L-1} the representation. The last entry is the representation layer
+    (before the VIB's noise and the dropout, when there are any). Flax's
+    `capture_intermediates` would record each Conv/Dense module's output, i.e. the
+    pre-activations (the activations are plain functions, not modules), hence the
+    explicit records. A network that records nothing gives {}. Works under jit and
+    vmap (e.g. over stacked parameters of several seeds).
+  """
+  out, state = network.apply(variables, x, mutable=[INTERMEDIATES], **kwargs)
+  recorded = state.get(INTERMEDIATES, {}).get(_HIDDEN, {})
+  return out, dict(recorded)
+
+
 def num_parameters(params) -> int:
   """Total number of scalars in a pytree of arrays (params or a variables dict).
 
@@ -144,7 +190,8 @@ def _representation_and_head(module: nn.Module, x: jax.Array, train: bool,
   if module.bottleneck not in BOTTLENECKS:
     raise ValueError(f"{type(module).__name__}.bottleneck must be one of {BOTTLENECKS}, "
                      f"got {module.bottleneck!r}")
-  phi = act(nn.Dense(features=module.hidden_units, kernel_init=init)(x))
+  representation_layer = nn.Dense(features=module.hidden_units, kernel_init=init)
+  phi = _record_hidden(module, representation_layer, act(representation_layer(x)))
   kl = None
   if module.bottleneck == "vib":
     sigma = nn.softplus(nn.Dense(features=module.hidden_units, kernel_init=init,
@@ -216,14 +263,14 @@ class NatureDQNNetwork(nn.Module):
     # Always rescale (whatever the dtype), as Dopamine's preprocess_atari_inputs.
     x = x.astype(jnp.float32) / 255.0
     for features, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
-      x = nn.Conv(
+      conv = nn.Conv(
           features=features,
           kernel_size=(kernel, kernel),
           strides=(stride, stride),
           padding=self.padding,
           kernel_init=init,
-      )(x)
-      x = act(x)
+      )
+      x = _record_hidden(self, conv, act(conv(x)))
     x = x.reshape((x.shape[0], -1))  # row-major (H, W, C) flatten per example
     return _representation_and_head(self, x, train, init)
 
@@ -277,14 +324,14 @@ class MinAtarDQNNetwork(nn.Module):
     x = x.astype(jnp.float32)
     if x.ndim == 5:
       x = x.reshape(x.shape[:3] + (x.shape[3] * x.shape[4],))
-    x = nn.Conv(
+    conv = nn.Conv(
         features=self.conv_features,
         kernel_size=(3, 3),
         strides=(1, 1),
         padding="VALID",
         kernel_init=init,
-    )(x)
-    x = act(x)
+    )
+    x = _record_hidden(self, conv, act(conv(x)))
     x = x.reshape((x.shape[0], -1))
     return _representation_and_head(self, x, train, init)
 
@@ -342,5 +389,6 @@ class MLPQNetwork(nn.Module):
     init = nn.initializers.xavier_uniform()
     x = x.astype(jnp.float32).reshape((x.shape[0], -1))
     for features in sizes[:-1]:
-      x = act(nn.Dense(features=features, kernel_init=init)(x))
+      dense = nn.Dense(features=features, kernel_init=init)
+      x = _record_hidden(self, dense, act(dense(x)))
     return _representation_and_head(self, x, train, init)

@@ -104,6 +104,26 @@ def check_dataset_loading(output: str) -> None:
   positive(matching(output.splitlines(), "speed-up over Dopamine")[0].split(":")[1])
 
 
+def check_diagnostics_cost(output: str) -> None:
+  rows = table(output, "| measurement | seconds | share of the training time |")
+  names = [row[0].split(" (")[0] for row in rows]
+  assert names == ["train", "diagnose without the new diagnostics", "diagnose with them",
+                   "added by the new diagnostics"], names
+  positive(rows[0][1])
+  positive(rows[0][3])
+  for _, seconds, share, cpu_seconds, cpu_share in rows[1:]:
+    for value in (seconds, share, cpu_seconds, cpu_share):
+      figure(value)
+  positive(rows[1][1])
+  positive(rows[2][1])
+  tags = matching(output.splitlines(), r"new tags \(\d+\): ")
+  assert len(tags) == 1 and number(tags[0].split("new tags")[1]) >= 6, tags
+  convolutions = re.search(r"convolutions in the compiled diagnose: with (\d+), without "
+                           r"(\d+)", output)
+  assert convolutions, "no line of the compiled programs' convolutions"
+  assert re.search(r"target: .*: (met|missed) \([\d.]+%", output), "no target line"
+
+
 def check_memory(output: str) -> None:
   rows = table(output, "| shards x capacity |")
   assert len(rows) == 1, rows
@@ -250,6 +270,7 @@ def check_vs_dopamine(output: str) -> None:
 CHECKS = {
     "checkpoint_cost.py": check_checkpoint_cost,
     "dataset_loading.py": check_dataset_loading,
+    "diagnostics_cost.py": check_diagnostics_cost,
     "memory.py": check_memory,
     "online_throughput.py": check_online_throughput,
     "streaming.py": check_streaming,

@@ -316,6 +316,7 @@ def test_realistic_size_2048x512_and_timing():
 # spectrum quantiles, dormant units (Sokar et al. 2023), cosine similarity.
 
 EXT_TAGS = {"Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel",
+            "Rank/effective_rank_roy", "Rank/feature_rank_lyle",
             "Rank/sigma_q10", "Rank/sigma_q50", "Rank/sigma_q90",
             "Features/dormant"}
 
@@ -332,6 +333,19 @@ def _ref_rank_rel(sv, t):
 
 def _ref_eig_moduli(m):
   return np.sort(np.abs(np.linalg.eigvals(np.asarray(m, np.float64))))[::-1]
+
+
+def _ref_erank_roy(sv):
+  """Roy and Vetterli (2007): exp of the entropy of sv / sum(sv), float64 loop."""
+  sv = np.asarray(sv, np.float64)
+  total = sv.sum()
+  entropy = -sum(s / total * np.log(s / total) for s in sv if s > 0)
+  return float(np.exp(entropy))
+
+
+def _ref_feature_rank_lyle(sv, n, eps=0.01):
+  """Lyle et al. (2022): #{sigma of Phi / sqrt(n) > eps}, float64."""
+  return sum(1 for s in np.asarray(sv, np.float64) if s / np.sqrt(n) > eps)
 
 
 def _ref_dormant_scores(phi):
@@ -698,6 +712,8 @@ def _np_extended(phi, phi_next=None, delta=0.01, eps=None, t=0.01, tau=0.1):
       "Rank/srank_eig": _ref_srank(_ref_eig_moduli(phi[:d]), delta) if n >= d else np.nan,
       "Rank/rank_eps": _ref_rank_eps(sv, eps),
       "Rank/rank_rel": _ref_rank_rel(sv, t),
+      "Rank/effective_rank_roy": _ref_erank_roy(sv),
+      "Rank/feature_rank_lyle": _ref_feature_rank_lyle(sv, n),
       "Features/dormant": np.mean(_ref_dormant_scores(phi) <= tau),
   }
   for q in (10, 50, 90):
@@ -712,7 +728,8 @@ def _assert_ext_matches(out, ref, atol=0.0):
   assert set(out) == set(ref)
   for key, v in ref.items():
     assert out[key].shape == () and out[key].dtype == jnp.float32, key
-    if key in ("Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel", "Features/dormant"):
+    if key in ("Rank/srank_eig", "Rank/rank_eps", "Rank/rank_rel",
+               "Rank/feature_rank_lyle", "Features/dormant"):
       np.testing.assert_equal(float(out[key]), v, err_msg=key)
     else:
       np.testing.assert_allclose(out[key], v, rtol=1e-4, atol=atol, err_msg=key)

@@ -6,25 +6,38 @@ import jax.numpy as jnp
 
 from batch_rl import diagnostics
 from batch_rl import losses
+from batch_rl import networks
 from batch_rl import regularizers
 
 
 def make_diagnose(agent, sample_fn: Callable, srank_delta: float,
                   vmap: Callable = lambda fn, in_axes: fn):
-  """Jitted `(params, target_params, data, key) -> {tag: value}` on the batch
-  `sample_fn(key, data)` draws; `vmap` wraps it before jit (per seed: parameters and
-  keys stacked, the data shared; one SVD per seed, batched).
+  """Jitted `(params, target_params, data, key, initial_params=None) -> {tag: value}`
+  (`diagnose_fn`) on the batch `sample_fn(key, data)` draws; `vmap` wraps it before jit
+  (per seed: parameters, keys and initial parameters stacked, the data shared; one SVD
+  per seed, batched)."""
+  return jax.jit(vmap(diagnose_fn(agent, sample_fn, srank_delta), (0, 0, None, 0, 0)))
 
-  One SVD of Phi on the batch (diagnostics.all_diagnostics), DR3's action-aware dot
+
+def diagnose_fn(agent, sample_fn: Callable, srank_delta: float) -> Callable:
+  """The pure `(params, target_params, data, key, initial_params=None) -> {tag: value}`
+  that `make_diagnose` jits.
+
+  One SVD of Phi on the batch (diagnostics.all_diagnostics: srank and the other ranks,
+  Roy's effective rank and Lyle's feature rank among them), DR3's action-aware dot
   products with the backup's a' and the dataset's next action, mean Q(s, a_data) and
   mean max_a Q(s, a), and, where the data has returns-to-go, Q(s, a_data) against the
-  Monte-Carlo return.
+  Monte-Carlo return. Then the plasticity diagnostics: ReDo's dormant fraction of every
+  hidden layer of the agent's network (`networks.hidden_activations`) at each of
+  diagnostics.DORMANT_TAUS on the batch's states, the parameters' global norm and,
+  given `initial_params` (the online parameters before any update), their distance
+  from them.
   """
   action_dots = regularizers.DR3Config(features="action")
   # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
   compute_srank_eig = jax.default_backend() != "tpu"
 
-  def diagnose(params, target_params, data, key):
+  def diagnose(params, target_params, data, key, initial_params=None):
     sample_key, backup_key = jax.random.split(key)
     batch = sample_fn(sample_key, data)
     online = agent.apply(params, batch.state)
@@ -48,6 +61,20 @@ def make_diagnose(agent, sample_fn: Callable, srank_delta: float,
       # Over/under-estimation against the discounted return the data actually got.
       metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
       metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
+    metrics.update(diagnostics.layer_dormant_fractions(
+        _hidden_activations(agent, params, batch.state)))
+    metrics.update(diagnostics.parameter_diagnostics(params, initial_params))
     return metrics
 
-  return jax.jit(vmap(diagnose, (0, 0, None, 0)))
+  return diagnose
+
+
+def _hidden_activations(agent, params, states) -> dict[str, jax.Array]:
+  """{layer: post-activation output} of the agent's network on `states`, in the
+  deterministic mode `agent.apply(params, states)` runs it in; {} for an agent
+  without a Flax `network`. The forward pass is the one `agent.apply` makes on the
+  same inputs, which XLA computes once."""
+  network = getattr(agent, "network", None)
+  if network is None or not hasattr(network, "apply"):
+    return {}
+  return networks.hidden_activations(network, params, states)[1]

@@ -720,6 +720,13 @@ class OnlineRunner:
     metrics = self._train_metrics(state, carry)
     agents = [("", state)] if not isinstance(state, tuple) else [("", state[0]),
                                                                  ("Passive/", state[1])]
+    # Params/distance_from_init's reference, from the seed (so a resumed run has it):
+    # the passive agent of "tandem" has its own init, a forked one descends from the
+    # active agent's.
+    initial = {"": self._initial_state.params}
+    if isinstance(state, tuple):
+      initial["Passive/"] = (self._initial_passive if self.tandem == "tandem"
+                             else self._initial_state).params
     # A seed's buffer is diagnosed once it holds a transition (episode-start padding
     # makes the seeds' entry counts differ).
     counts = np.asarray(jax.device_get(self._uniform_view(buffer).add_count)).reshape(-1)
@@ -730,7 +737,7 @@ class OnlineRunner:
         diag_keys = self.seeds.stack([jax.random.fold_in(jax.random.fold_in(key, 1),
                                                          iteration) for key in self._keys])
         diag = self._diagnose(agent_state.params, agent_state.target_params,
-                              self._uniform_view(buffer), diag_keys)
+                              self._uniform_view(buffer), diag_keys, initial[prefix])
         for seed_metrics, seed_diag, due in zip(
             metrics, self.seeds.split(jax.device_get(diag)), diagnosed):
           if due:
