@@ -132,7 +132,10 @@ def find_runs(logdir: str) -> list:
     raise LogdirError(f"{logdir}: no such directory.")
   runs = []
   for root, dirs, files in os.walk(logdir):
-    dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
+    # checkpoints/ holds no events; perturbed/ holds a post-hoc evaluation of the run
+    # above it (batch_rl.runners.evaluate_perturbed), read by analysis.robustness.
+    dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                     and d not in ("checkpoints", "perturbed"))
     if any(_is_event_file(f) for f in files):
       runs.append(os.path.relpath(root, logdir))
   if not runs:

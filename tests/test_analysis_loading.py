@@ -185,3 +185,9 @@ def test_cache_reads_only_changed_runs(sweep_dir, monkeypatch):
                                                                          "s0")]
   assert len(updated.scalars) == len(first.scalars) + 1
   assert 42.0 in set(updated.scalars["value"])
+
+
+def test_a_runs_post_hoc_perturbed_evaluation_is_not_another_run(tmp_path):
+  write_run(str(tmp_path / "seed_0"), {"Rank/srank": {0: 5.0}})
+  write_run(str(tmp_path / "seed_0" / "perturbed"), {"Eval/Perturbed/shift/1": {0: 1.0}})
+  assert loading.find_runs(str(tmp_path)) == ["seed_0"]

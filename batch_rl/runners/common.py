@@ -18,6 +18,7 @@ from batch_rl.agents import base as agent_base
 from batch_rl.agents import learner
 from batch_rl.agents import common as agent_common
 from batch_rl.environments import evaluation
+from batch_rl.environments import perturbations
 from batch_rl.runners import run_dir
 from batch_rl.runners import seed_axis
 from batch_rl.validation import ConfigError
@@ -157,7 +158,17 @@ class Evaluator:
     self.num_envs = num_envs
     self.steps = steps
     self.epsilon = epsilon
-    num_seeds, shape = len(self.seeds), (len(self.seeds), num_envs)
+    self._agent_act = act
+    self._acts = {None: self._jit_policy(act)}  # perturbation (kind, level) -> policy
+    # Built now, so that what evaluation needs (the vector env in the installed ale-py,
+    # the ROM) fails while the runner is constructed, not after an iteration of
+    # training; a batch that can be reseeded (the vector env) is kept for every phase.
+    self._envs = evaluation.create_environments(env_name, self._env_seeds(0))
+    self._unplayed_for = 0  # the iteration self._envs are seeded for and not yet played
+
+  def _jit_policy(self, act: Callable) -> Callable:
+    """jit of (params, states, keys) -> actions for all seeds' environments at once."""
+    shape, epsilon = (len(self.seeds), self.num_envs), self.epsilon
 
     def seeds_act(params, states, keys):
       states = states.reshape(shape + states.shape[1:])
@@ -166,12 +177,15 @@ class Evaluator:
       return actions.reshape(-1)
 
     solo_act = lambda params, states, keys: act(params, states, keys, epsilon)
-    self._act = jax.jit(seeds_act if num_seeds > 1 else solo_act)
-    # Built now, so that what evaluation needs (the vector env in the installed ale-py,
-    # the ROM) fails while the runner is constructed, not after an iteration of
-    # training; a batch that can be reseeded (the vector env) is kept for every phase.
-    self._envs = evaluation.create_environments(env_name, self._env_seeds(0))
-    self._unplayed_for = 0  # the iteration self._envs are seeded for and not yet played
+    return jax.jit(seeds_act if len(self.seeds) > 1 else solo_act)
+
+  def _policy(self, perturbation: Optional[tuple[str, float]]) -> Callable:
+    """The jitted policy that sees states perturbed by (kind, level), or plain (None)."""
+    if perturbation not in self._acts:
+      kind, level = perturbation
+      self._acts[perturbation] = self._jit_policy(
+          perturbations.perturbed_act(self._agent_act, kind, level))
+    return self._acts[perturbation]
 
   def _env_seeds(self, iteration: int) -> list[int]:
     return [seed_int(seed, 3, iteration, i) for seed in self.seeds
@@ -191,15 +205,24 @@ class Evaluator:
     return self._envs
 
   def evaluate_seeds(self, params: Any, iteration: int,
-                     should_stop: Optional[Callable[[], bool]] = None
-                     ) -> list[evaluation.EvalResult]:
+                     should_stop: Optional[Callable[[], bool]] = None,
+                     perturbation: Optional[tuple[str, float]] = None,
+                     steps: Optional[int] = None) -> list[evaluation.EvalResult]:
     """The evaluation of `iteration` for every seed (params stacked on a leading seed
-    axis when there are several); evaluation.Stopped once `should_stop()` is True."""
+    axis when there are several); evaluation.Stopped once `should_stop()` is True.
+
+    `perturbation` (kind, level) evaluates with the states the agent sees perturbed
+    (environments/perturbations.py) and nothing else changed: the same environments,
+    seeds and policy keys as the plain evaluation of `iteration`, so level 0 plays its
+    episodes exactly, and each (kind, level) its own draws, whatever ran before.
+    `steps` replaces the phase's step budget.
+    """
     envs = self._environments(iteration)
     keys = [jax.random.fold_in(k, iteration) for k in self._keys]
-    policy = lambda states, step_keys: self._act(params, states, step_keys)
-    return evaluation.evaluate_groups(policy, envs, self.steps, keys,
-                                      should_stop=should_stop)
+    act = self._policy(perturbation)
+    policy = lambda states, step_keys: act(params, states, step_keys)
+    return evaluation.evaluate_groups(policy, envs, self.steps if steps is None else steps,
+                                      keys, should_stop=should_stop)
 
   def __call__(self, params: Any, iteration: int,
                should_stop: Optional[Callable[[], bool]] = None) -> evaluation.EvalResult:

@@ -28,6 +28,7 @@ from batch_rl.environments import factory
 from batch_rl.replay import sampler
 from batch_rl.runners import common
 from batch_rl.runners import device_memory
+from batch_rl.runners import perturbed_evaluation as perturbed_lib
 from batch_rl.runners import run_dir
 from batch_rl.runners import seed_axis
 from batch_rl.runners import stop_signal
@@ -76,6 +77,10 @@ class FixedReplayRunner:
       a number streams it from the store (`load_fixed_replay.store_dir`) through a
       device window of that many transitions, refilled by a host thread
       (datasets/streaming.py; `StreamingReplay.*` bindings tune it).
+    perturbed_evaluation: None (default), or a `PerturbedEvaluation` (gin:
+      `@PerturbedEvaluation()`): evaluations with the states the agent sees perturbed,
+      at several levels, logged as Eval/Perturbed/<kind>/<level>
+      (runners/perturbed_evaluation.py).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -87,7 +92,8 @@ class FixedReplayRunner:
                diagnostics_batch_size: int = 2048, srank_delta: float = 0.01,
                fused_steps: Optional[int] = None, scan_unroll: int = 1,
                keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None,
-               num_seeds: int = 1):
+               num_seeds: int = 1,
+               perturbed_evaluation: Optional[perturbed_lib.PerturbedEvaluation] = None):
     common.check_base_dir(base_dir)
     common.check_at_least_one("FixedReplayRunner", num_iterations=num_iterations,
                               training_steps=training_steps, num_eval_envs=num_eval_envs,
@@ -132,6 +138,9 @@ class FixedReplayRunner:
     self._initial_state = self.seeds.stack([
         common.init_agent_state(self.agent, jax.random.fold_in(key, 0), state_spec,
                                 self.replay.replay_dir) for key in self._keys])
+    # What Params/distance_from_init is measured from: a function of the seed, so a
+    # resumed run has them too. A copy, since the train step may donate the state.
+    self._initial_params = jax.tree.map(jax.numpy.copy, self._initial_state.params)
 
     backend = jax.default_backend()
     self.fused_steps = min(fused_steps or DEFAULT_FUSED_STEPS.get(backend, 1), training_steps)
@@ -177,6 +186,10 @@ class FixedReplayRunner:
     self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=self.seeds.seeds,
                                       key=self._keys, num_envs=num_eval_envs,
                                       steps=evaluation_steps, epsilon=eval_epsilon)
+    self._perturbed = perturbed_evaluation
+    if perturbed_evaluation is not None:
+      perturbed_evaluation.check(self.replay.frame_shape, evaluation_steps,
+                                 "FixedReplayRunner")
 
   def _check_shapes(self, env: factory.Environment) -> None:
     if tuple(env.observation_shape) != tuple(self.replay.frame_shape):
@@ -297,7 +310,7 @@ class FixedReplayRunner:
     diag_keys = self.seeds.stack([
         jax.random.fold_in(jax.random.fold_in(key, 1), iteration) for key in self._keys])
     diagnosed = jax.device_get(self._diagnose(state.params, state.target_params,
-                                              self._data, diag_keys))
+                                              self._data, diag_keys, self._initial_params))
     seconds = time.perf_counter() - start
     for seed_metrics, seed_diagnosed in zip(metrics, self.seeds.split(diagnosed)):
       seed_metrics.update(seed_diagnosed)
@@ -314,6 +327,18 @@ class FixedReplayRunner:
       for seed_metrics, result in zip(metrics, evaluated):
         seed_metrics.update(result.metrics())
         seed_metrics["Time/EvaluateSeconds"] = seconds
+    if self._perturbed is not None and self._perturbed.due(iteration, self.num_iterations):
+      start = time.perf_counter()
+      try:  # a stop replays the whole evaluation (plain and perturbed) on resume
+        perturbed = self._perturbed.evaluate(
+            self._evaluate, state.params, iteration, self.evaluation_steps,
+            should_stop=lambda: self._stop.requested is not None)
+      except evaluation.Stopped:
+        self._save_position(iteration, state, position)
+      seconds = time.perf_counter() - start
+      for seed_metrics, seed_perturbed in zip(metrics, perturbed):
+        seed_metrics.update(seed_perturbed)
+        seed_metrics[perturbed_lib.SECONDS_TAG] = seconds
     return state, [{k: float(v) for k, v in m.items()} for m in metrics]
 
   def _check_finite(self, iteration: int, metrics: list[dict], params) -> None:
