@@ -74,6 +74,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # pylint: disable=g-import-not-at-top
 from scipy import stats
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from analysis import seed_statistics  # pylint: disable=g-import-not-at-top
 from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
 from batch_rl.gridworld import env as env_lib
 from batch_rl.study import files as study_files
@@ -341,12 +343,7 @@ def gradient_steps(run, seed):
 
 
 def ci95(x):
-  x = np.asarray(x, np.float64)
-  m = float(np.mean(x))
-  if len(x) < 2:
-    return m, float("nan")
-  half = float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
-  return m, half
+  return seed_statistics.mean_ci(x)
 
 
 def final(metrics, key, window_logs):
@@ -413,13 +410,7 @@ def report(args, env, variants, results, timings):
   def claim(label, text, diff, ok_sign):
     """diff: paired per-seed differences; ok_sign: +1 if the claim says diff > 0."""
     m, h = ci95(diff)
-    if ok_sign * m > 0 and ok_sign * m - h > 0:
-      verdict = "reproduced (95% CI excludes 0)"
-    elif ok_sign * m > 0:
-      verdict = "same direction, CI includes 0"
-    else:
-      verdict = "NOT reproduced"
-    claims.append((label, text, m, h, verdict))
+    claims.append((label, text, m, h, seed_statistics.verdict(m, h, ok_sign)))
 
   have = set(results)
   if {"T=10", "T=200"} <= have:
