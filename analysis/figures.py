@@ -32,10 +32,12 @@ TITLES = {
 
 
 def save(fig, out_dir: str, name: str) -> str:
-  """Writes `fig` to out_dir/name.png and closes it; returns the path."""
+  """Writes `fig` to out_dir/name.png (whole or not at all) and closes it; returns the
+  path."""
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, f"{name}.png")
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  fig.savefig(path + ".tmp.png", dpi=110, bbox_inches="tight")
+  os.replace(path + ".tmp.png", path)
   plt.close(fig)
   return path
 

@@ -35,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from analysis import loading  # pylint: disable=g-import-not-at-top
+from analysis import figures  # pylint: disable=g-import-not-at-top
 from analysis import seed_statistics as ss  # pylint: disable=g-import-not-at-top
 from analysis import treatment_effects  # pylint: disable=g-import-not-at-top
 
@@ -142,10 +143,8 @@ def plot(table, path):
     ax.set_xlabel("learning rate")
     ax.set_title(title, fontsize=9)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path + ".tmp.png", dpi=100)
-  os.replace(path + ".tmp.png", path)
-  plt.close(fig)
+  path = os.path.abspath(path)
+  figures.save(fig, os.path.dirname(path), os.path.basename(path)[:-len(".png")])
 
 
 def main(argv):

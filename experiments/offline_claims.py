@@ -44,6 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from analysis import phases as phases_lib  # pylint: disable=g-import-not-at-top
+from analysis import figures  # pylint: disable=g-import-not-at-top
 from analysis import seed_statistics as ss  # pylint: disable=g-import-not-at-top
 from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
 
@@ -418,10 +419,8 @@ def _figure(plt, panels, logs, steps, path, values=False):
     ax.set_xlabel("gradient steps (K)")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path + ".tmp.png", dpi=100)
-  os.replace(path + ".tmp.png", path)
-  plt.close(fig)
+  path = os.path.abspath(path)
+  figures.save(fig, os.path.dirname(path), os.path.basename(path)[:-len(".png")])
 
 
 def main(argv):
