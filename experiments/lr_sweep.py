@@ -38,6 +38,7 @@ from analysis import loading  # pylint: disable=g-import-not-at-top
 from analysis import figures  # pylint: disable=g-import-not-at-top
 from analysis import seed_statistics as ss  # pylint: disable=g-import-not-at-top
 from analysis import treatment_effects  # pylint: disable=g-import-not-at-top
+from batch_rl.study import files as study_files  # pylint: disable=g-import-not-at-top
 
 STUDY = os.path.join(REPO, "studies", "lr_sweep.toml")
 COLUMN = "create_optimizer.learning_rate"
@@ -144,7 +145,7 @@ def plot(table, path):
     ax.set_title(title, fontsize=9)
   fig.tight_layout()
   path = os.path.abspath(path)
-  figures.save(fig, os.path.dirname(path), os.path.basename(path)[:-len(".png")])
+  figures.save(fig, os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
 
 
 def main(argv):
@@ -161,9 +162,7 @@ def main(argv):
                      "iterations.")
   text = report(table, unfinished, iterations)
   plot(table, args.doc + ".png")
-  with open(args.doc + ".md.tmp", "w") as f:
-    f.write(text)
-  os.replace(args.doc + ".md.tmp", args.doc + ".md")
+  study_files.write_text(args.doc + ".md", text)
   print(text)
   print(f"Written: {args.doc}.md, {args.doc}.png")
 

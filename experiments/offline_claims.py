@@ -47,6 +47,7 @@ from analysis import phases as phases_lib  # pylint: disable=g-import-not-at-top
 from analysis import figures  # pylint: disable=g-import-not-at-top
 from analysis import seed_statistics as ss  # pylint: disable=g-import-not-at-top
 from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
+from batch_rl.study import files as study_files  # pylint: disable=g-import-not-at-top
 
 STUDIES = (("main", "studies/offline_claims.toml"),
            ("3seeds", "studies/offline_claims_3seeds.toml"))
@@ -132,10 +133,7 @@ def launch(args):
              {"wait": True})
   files = [(name, os.path.join(REPO, path)) for name, path in STUDIES]
   fqe_file = os.path.join(args.out, FQE_STUDY, "study.toml")
-  os.makedirs(os.path.dirname(fqe_file), exist_ok=True)
-  with open(fqe_file + ".tmp", "w") as f:
-    f.write(fqe_study_text(args.out))
-  os.replace(fqe_file + ".tmp", fqe_file)
+  study_files.write_text(fqe_file, fqe_study_text(args.out))
   files.append((FQE_STUDY, fqe_file))
   start = time.perf_counter()
   for i, (name, path) in enumerate(files):
@@ -420,7 +418,7 @@ def _figure(plt, panels, logs, steps, path, values=False):
     ax.legend(fontsize=7)
   fig.tight_layout()
   path = os.path.abspath(path)
-  figures.save(fig, os.path.dirname(path), os.path.basename(path)[:-len(".png")])
+  figures.save(fig, os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
 
 
 def main(argv):
@@ -435,9 +433,7 @@ def main(argv):
                      f"({', '.join(f'{k} {v}' for k, v in unfinished.items())}).")
   text = report(args, logs, unfinished, steps, iterations)
   plot(args, logs, steps)
-  with open(args.doc + ".md.tmp", "w") as f:
-    f.write(text)
-  os.replace(args.doc + ".md.tmp", args.doc + ".md")
+  study_files.write_text(args.doc + ".md", text)
   print(text)
   print(f"Written: {args.doc}.md, {args.doc}.png, {args.doc}_values.png")
 

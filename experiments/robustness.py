@@ -37,6 +37,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from batch_rl.validation import ConfigError  # pylint: disable=g-import-not-at-top
+
 DEFAULT_DQN = [os.path.join("runs", "offline_claims", "main", "dqn_10", f"seed_{s}")
                for s in range(3)]
 DEFAULT_BC = [os.path.join("runs", "offline_claims", "3seeds", "bc_10", f"seed_{s}")
@@ -62,7 +64,8 @@ def parse_args(argv):
                       help="agent steps of each evaluation phase (plain and per level)")
   parser.add_argument("--min_seeds", type=int, default=3)
   parser.add_argument("--table", default=os.path.join(REPO, "docs", "robustness.md"))
-  parser.add_argument("--figure", default=os.path.join(REPO, "docs", "robustness.png"))
+  parser.add_argument("--figure", default=os.path.join(REPO, "docs", "robustness.png"),
+                      help="a PNG file")
   args = parser.parse_args(argv)
   absolute = lambda path: path if os.path.isabs(path) else os.path.join(REPO, path)
   args.dqn_runs = [absolute(p) for p in args.dqn_runs]
@@ -231,16 +234,18 @@ def main(argv=None) -> int:
   for agent, dirs in runs.items():
     for r in dirs:
       logging.info("%s %s: perturbed evaluation of the final checkpoint", agent, r)
-      iterations[r] = evaluate(args, r)
+      try:
+        iterations[r] = evaluate(args, r)
+      except ConfigError as e:  # e.g. earlier evaluations there made with other settings
+        print(f"Error: {e} Here: rerun with the settings those were made with "
+              "(--evaluation_steps, levels), or move that folder aside.", file=sys.stderr)
+        return 2
   table, figure = summarise(args, runs, iterations)
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  for path in (args.table, args.figure):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(args.table + ".tmp", "w") as f:
-    f.write(table)
-  os.replace(args.table + ".tmp", args.table)
-  figure.savefig(args.figure, dpi=110, bbox_inches="tight")
-  plt.close(figure)
+  from analysis import figures  # pylint: disable=g-import-not-at-top
+  from batch_rl.study import files as study_files  # pylint: disable=g-import-not-at-top
+  study_files.write_text(os.path.abspath(args.table), table)
+  path = os.path.abspath(args.figure)
+  figures.save(figure, os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
   print(table)
   print(f"Wrote {args.table} and {args.figure}.")
   return 0
