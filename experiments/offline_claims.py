@@ -85,18 +85,21 @@ def study_data(name):
     return tomllib.load(f)
 
 
-def training_steps(data) -> int:
+def bound_int(data, parameter) -> int:
+  """The int value the study's bindings give `parameter` (e.g. FixedReplayRunner.seed)."""
   for b in data["bindings"]:
-    if b.replace(" ", "").startswith("FixedReplayRunner.training_steps="):
-      return int(b.split("=")[1])
-  raise ValueError("the study binds no FixedReplayRunner.training_steps")
+    name, _, value = b.partition("=")
+    if name.strip() == parameter:
+      return int(value)
+  raise ValueError(f"the study binds no {parameter}")
+
+
+def training_steps(data) -> int:
+  return bound_int(data, "FixedReplayRunner.training_steps")
 
 
 def num_iterations(data) -> int:
-  for b in data["bindings"]:
-    if b.replace(" ", "").startswith("FixedReplayRunner.num_iterations="):
-      return int(b.split("=")[1])
-  raise ValueError("the study binds no FixedReplayRunner.num_iterations")
+  return bound_int(data, "FixedReplayRunner.num_iterations")
 
 
 def settings(out) -> dict:

@@ -1,4 +1,7 @@
 """Shared test helpers."""
+import importlib.util
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,3 +33,14 @@ def random_transitions(seed=0, batch_size=8, state_shape=(10, 10, 4, 1), num_act
 # Wall-clock limit of the tests' subprocesses: there to end a hung process, never to
 # judge speed (a loaded 2-core machine can be ten times slower than a quiet one).
 SUBPROCESS_TIMEOUT = 3600
+
+
+def load_script(*path):
+  """The module of a script that is not a package (experiments/x.py), loaded from the
+  repository root."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      os.path.splitext(path[-1])[0], os.path.join(repo, *path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

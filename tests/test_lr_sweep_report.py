@@ -1,22 +1,17 @@
 """experiments/lr_sweep.py on run directories whose final values are known."""
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
 from analysis import seed_statistics as ss
+from tests import helpers
 from tests.test_analysis_loading import config_text, write_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location(
-      "lr_sweep", os.path.join(REPO, "experiments", "lr_sweep.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_script("experiments", "lr_sweep.py")
 
 
 def test_report_gives_the_spearman_rho_of_each_seed_and_its_verdict(tmp_path, monkeypatch):

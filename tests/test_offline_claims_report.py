@@ -1,15 +1,14 @@
 """The claims' statistics (analysis.seed_statistics) on hand-worked numbers, and
 experiments/offline_claims.py's report on run directories with known curves."""
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
 from analysis import seed_statistics as ss
+from tests import helpers
 from tests.test_analysis_loading import write_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # t_{0.975, 4}: the two-sided 95% quantile of Student's t with 4 degrees of freedom.
 T4 = 2.7764451051977987
@@ -46,11 +45,7 @@ def test_peak_and_fall_on_a_hand_worked_curve():
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location(
-      "offline_claims", os.path.join(REPO, "experiments", "offline_claims.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_script("experiments", "offline_claims.py")
 
 
 def _curves(n, srank, ret):
