@@ -30,7 +30,7 @@ vector env (`atari_vector.AtariVectorEnvironments`): anything with `num_envs`,
 `LockstepEnvs` has them.
 """
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import gin
 import jax
@@ -59,6 +59,8 @@ class EvalResult:
   episode_lengths: tuple[int, ...]
   num_steps: int
   episode_envs: tuple[int, ...] = ()  # env_ids entry of the env that played each episode
+  # The environments' own score of a policy from its episodes' returns (bsuite's), or None.
+  score_fn: Optional[Callable[[Sequence[float]], float]] = None
 
   def of_env(self, env_id: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """(returns, lengths) of the episodes environment `env_id` played, in order."""
@@ -75,8 +77,13 @@ class EvalResult:
     return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
 
   def metrics(self) -> dict[str, float]:
-    return {"Eval/AverageReturn": self.average_return,
-            "Eval/NumEpisodes": float(self.num_episodes)}
+    """Eval/AverageReturn and Eval/NumEpisodes, and Eval/Score where the environment
+    defines a score (bsuite's)."""
+    out = {"Eval/AverageReturn": self.average_return,
+           "Eval/NumEpisodes": float(self.num_episodes)}
+    if self.score_fn is not None:
+      out["Eval/Score"] = float(self.score_fn(self.episode_returns))
+    return out
 
 
 class Stopped(Exception):
@@ -98,6 +105,8 @@ class LockstepEnvs:
     self.num_envs = len(self.envs)
     self.observation_spec = factory.observation_spec_of(self.envs[0])
     self.stack_size = self.envs[0].stack_size
+    # An environment's `score(episode_returns)` (bsuite's), which EvalResult reports.
+    self.score_fn = getattr(self.envs[0], "score", None)
 
   def _frames(self) -> np.ndarray:
     return np.zeros((self.num_envs,) + tuple(self.observation_spec.shape),
@@ -235,5 +244,6 @@ def _play(policy, batch, min_steps, env_keys, groups, num_groups, ids, max_episo
         active[i] = False
     active &= ~capped[groups]  # a group that reached its episode cap ends at once
   return [EvalResult(tuple(e[0] for e in done), tuple(e[1] for e in done),
-                     int(steps), tuple(e[2] for e in done))
+                     int(steps), tuple(e[2] for e in done),
+                     getattr(batch, "score_fn", None))
           for done, steps in zip(episodes, group_steps)]

@@ -6,6 +6,7 @@ import numpy as np
 
 from batch_rl.environments import specs
 from batch_rl.environments.atari import AtariEnvironment
+from batch_rl.environments.bsuite_env import BsuiteEnvironment
 from batch_rl.environments.classic_control import GymEnvironment
 from batch_rl.environments.minatar import MinAtarEnvironment
 
@@ -20,7 +21,7 @@ class Environment(Protocol):
   Attributes:
     observation_spec: `specs.ObservationSpec`, shape and dtype of ONE observation as
       stored in the replay: uint8 (84, 84) for Atari, uint8 (10, 10, C) for MinAtar,
-      float32 (4,) for gym:CartPole-v1.
+      float32 (4,) for gym:CartPole-v1, float32 (10, 5) for bsuite:catch.
     action_spec: `specs.DiscreteActionSpec(num_actions)` (actions are the ints in
       [0, num_actions), stored int32) or `specs.BoxActionSpec(shape, low, high)`
       (float32 action vectors).
@@ -68,7 +69,7 @@ def action_spec_of(env) -> specs.ActionSpec:
 
 
 _FAMILIES = {"atari": AtariEnvironment, "minatar": MinAtarEnvironment,
-             "gym": GymEnvironment}
+             "gym": GymEnvironment, "bsuite": BsuiteEnvironment}
 
 
 @gin.configurable
@@ -77,12 +78,13 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
 
   Args:
     name: 'atari:<Game>' (e.g. 'atari:Pong', 'atari:SpaceInvaders'),
-      'minatar:<game>' (e.g. 'minatar:breakout') or 'gym:<id>' (gymnasium's classic
-      control, e.g. 'gym:CartPole-v1').
+      'minatar:<game>' (e.g. 'minatar:breakout'), 'gym:<id>' (gymnasium's classic
+      control, e.g. 'gym:CartPole-v1') or 'bsuite:<name>' ('bsuite:catch',
+      'bsuite:cartpole', 'bsuite:mountain_car').
     seed: passed to the environment's constructor.
     **overrides: further constructor kwargs (e.g. sticky_action_prob). Anything not
       given here can be bound in gin on AtariEnvironment / MinAtarEnvironment /
-      GymEnvironment.
+      GymEnvironment / BsuiteEnvironment.
 
   Raises:
     ValueError: unknown family or game; the message lists the valid choices.
@@ -92,7 +94,7 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
     raise ValueError(
         f"Unknown environment {name!r}: expected '<family>:<game>' with family one of "
         f"{', '.join(repr(f) for f in _FAMILIES)}, e.g. 'atari:Pong', "
-        f"'minatar:breakout' or 'gym:CartPole-v1'."
+        f"'minatar:breakout', 'gym:CartPole-v1' or 'bsuite:catch'."
     )
   return _FAMILIES[family](game, seed=seed, **overrides)
 
