@@ -27,6 +27,7 @@ from batch_rl.agents import rem  # pylint: disable=unused-import
 from batch_rl.agents import learner  # pylint: disable=unused-import
 from batch_rl.datasets import dqn_replay_format
 from batch_rl.datasets import fixed_replay  # pylint: disable=unused-import
+from batch_rl.datasets import bsuite_data  # pylint: disable=unused-import
 from batch_rl.datasets import quickstart  # pylint: disable=unused-import
 from batch_rl.environments import factory  # pylint: disable=unused-import
 from batch_rl.runners import registry  # pylint: disable=unused-import

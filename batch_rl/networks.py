@@ -355,6 +355,8 @@ class MLPQNetwork(nn.Module):
     dropout_rate: dropout on the representation before the head (train only).
     bottleneck: "none", or "vib" (variational information bottleneck).
     contrastive_projection: add CURL's bilinear matrix W (`contrastive_query`).
+    kernel_init: key of `KERNEL_INITS`: "xavier_uniform" (default), or "he_normal"
+      / "he_uniform" (He et al. 2015, the empirical study's depth experiment).
   """
 
   num_actions: int
@@ -364,6 +366,7 @@ class MLPQNetwork(nn.Module):
   dropout_rate: float = 0.0
   bottleneck: str = "none"
   contrastive_projection: bool = False
+  kernel_init: str = "xavier_uniform"
 
   @property
   def hidden_units(self) -> int:
@@ -386,9 +389,46 @@ class MLPQNetwork(nn.Module):
     if x.ndim < 2:
       raise _shape_error(type(self).__name__, "[B, *observation_shape, S]", x.shape)
     act = get_activation(self.activation)
-    init = nn.initializers.xavier_uniform()
+    if self.kernel_init not in KERNEL_INITS:
+      raise ValueError(f"{type(self).__name__}.kernel_init must be one of "
+                       f"{sorted(KERNEL_INITS)}, got {self.kernel_init!r}")
+    init = KERNEL_INITS[self.kernel_init]
     x = x.astype(jnp.float32).reshape((x.shape[0], -1))
     for features in sizes[:-1]:
       dense = nn.Dense(features=features, kernel_init=init)
       x = _record_hidden(self, dense, act(dense(x)))
     return _representation_and_head(self, x, train, init)
+
+
+KERNEL_INITS = {"xavier_uniform": nn.initializers.xavier_uniform(),
+                "he_normal": nn.initializers.he_normal(),
+                "he_uniform": nn.initializers.he_uniform()}
+
+
+@gin.configurable
+def mlp_hidden_sizes(depth: int = 2, width: int = 64,
+                     bottleneck: Optional[int] = None) -> tuple[int, ...]:
+  """`MLPQNetwork.hidden_sizes` of `depth` hidden layers of `width` units, the last
+  (the representation, the penultimate layer) `bottleneck` units wide if given: the
+  empirical study's bsuite networks (depth 1, 2, 4, 8; its bottleneck experiments).
+
+  Raises:
+    ValueError naming the binding: depth below 1, a width below 1, a bottleneck below 1
+    or wider than the layer below it.
+  """
+  if int(depth) < 1:
+    raise ValueError(f"`mlp_hidden_sizes.depth` = {depth}: an MLP Q-network needs at "
+                     "least one hidden layer (its representation).")
+  if int(width) < 1:
+    raise ValueError(f"`mlp_hidden_sizes.width` = {width}: widths are positive.")
+  sizes = [int(width)] * int(depth)
+  if bottleneck is not None:
+    if int(bottleneck) < 1:
+      raise ValueError(f"`mlp_hidden_sizes.bottleneck` = {bottleneck}: widths are positive.")
+    if depth > 1 and int(bottleneck) > int(width):
+      raise ValueError(
+          f"`mlp_hidden_sizes.bottleneck` = {bottleneck} is wider than the layer below it "
+          f"(`mlp_hidden_sizes.width` = {width}): a bottleneck is at most as wide as "
+          "the layer it narrows.")
+    sizes[-1] = int(bottleneck)
+  return tuple(sizes)
