@@ -469,6 +469,50 @@ def layer_dormant_fractions(activations: Mapping[str, jax.Array],
   return out
 
 
+SPARSITY_TOLERANCE = 1e-6
+
+
+def _unit_matrix(h: jax.Array) -> jax.Array:
+  """[N, D] features of a layer: a Dense output as it is, a convolutional one [N, H, W,
+  C] flattened per example (every position of every channel a feature)."""
+  return h.reshape((h.shape[0], -1))
+
+
+def activation_sparsity(h: jax.Array, tolerance: float = SPARSITY_TOLERANCE) -> jax.Array:
+  """Fraction of a layer's activations on the batch that are zero: |h| <= tolerance.
+
+  The empirical study's sparsity of a layer (Gulcehre et al. 2022, Appendix A.14, the
+  zero entries of its Gram matrices): a ReLU unit is exactly 0 off its active region;
+  ELU and tanh are zero only at 0, so they count only where they are (numerically) 0.
+  """
+  return jnp.mean((jnp.abs(h.astype(jnp.float32)) <= tolerance).astype(jnp.float32))
+
+
+def layer_diagnostics(activations: Mapping[str, jax.Array], delta: float = 0.01,
+                      ranks: bool = True) -> dict[str, jax.Array]:
+  """Per-layer srank and sparsity, keyed by TensorBoard tag.
+
+  Args:
+    activations: {layer name: post-activation output} (`networks.hidden_activations`).
+    delta: srank's delta.
+    ranks: also compute every layer's srank (one SVD per layer: a convolutional layer's
+      features are all its positions and channels, which costs more than the
+      penultimate layer's SVD).
+
+  Returns:
+    {"Features/sparsity/<layer>": `activation_sparsity`} and, with `ranks`,
+    {"Rank/srank/<layer>": srank of the layer's [N, D] feature matrix (IUP's definition,
+    as Rank/srank; the empirical study's Figure 23 ranks of every layer)}.
+  """
+  out = {}
+  for layer, h in activations.items():
+    out[f"Features/sparsity/{layer}"] = activation_sparsity(h)
+    if ranks:
+      rank = srank(singular_values(_unit_matrix(h)), delta)
+      out[f"Rank/srank/{layer}"] = _rank_to_float(rank)
+  return out
+
+
 def global_norm(tree) -> jax.Array:
   """sqrt(sum of the squares of every entry of every leaf), float32 (0 for no leaves)."""
   leaves = jax.tree_util.tree_leaves(tree)

@@ -1,6 +1,7 @@
 """The per-iteration diagnostics of the value-based runners, as one jitted function."""
 from typing import Callable
 
+import gin
 import jax
 import jax.numpy as jnp
 
@@ -19,7 +20,9 @@ def make_diagnose(agent, sample_fn: Callable, srank_delta: float,
   return jax.jit(vmap(diagnose_fn(agent, sample_fn, srank_delta), (0, 0, None, 0, 0)))
 
 
-def diagnose_fn(agent, sample_fn: Callable, srank_delta: float) -> Callable:
+@gin.configurable(allowlist=["layer_ranks"])
+def diagnose_fn(agent, sample_fn: Callable, srank_delta: float,
+                layer_ranks: bool = False) -> Callable:
   """The pure `(params, target_params, data, key, initial_params=None) -> {tag: value}`
   that `make_diagnose` jits.
 
@@ -31,7 +34,9 @@ def diagnose_fn(agent, sample_fn: Callable, srank_delta: float) -> Callable:
   hidden layer of the agent's network (`networks.hidden_activations`) at each of
   diagnostics.DORMANT_TAUS on the batch's states, the parameters' global norm and,
   given `initial_params` (the online parameters before any update), their distance
-  from them.
+  from them. Every hidden layer's activation sparsity, and with `layer_ranks` (gin:
+  `diagnose_fn.layer_ranks = True`) its srank (diagnostics.layer_diagnostics: one SVD
+  per layer, off by default for its cost on convolutional layers).
   """
   action_dots = regularizers.DR3Config(features="action")
   # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
@@ -61,8 +66,9 @@ def diagnose_fn(agent, sample_fn: Callable, srank_delta: float) -> Callable:
       # Over/under-estimation against the discounted return the data actually got.
       metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
       metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
-    metrics.update(diagnostics.layer_dormant_fractions(
-        _hidden_activations(agent, params, batch.state)))
+    activations = _hidden_activations(agent, params, batch.state)
+    metrics.update(diagnostics.layer_dormant_fractions(activations))
+    metrics.update(diagnostics.layer_diagnostics(activations, srank_delta, layer_ranks))
     metrics.update(diagnostics.parameter_diagnostics(params, initial_params))
     return metrics
 
