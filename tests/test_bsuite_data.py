@@ -57,7 +57,7 @@ def test_noise_level_is_the_random_action_probability_on_top_of_dqns_epsilon():
   assert bsuite_data.behaviour_epsilon(0.5) == pytest.approx(0.5 + 0.5 * 0.01)
   bindings = bsuite_data.behaviour_bindings("cartpole", 0.3, 1, 20000)
   assert "OnlineRunner.replay_capacity = 20000" in bindings
-  assert "OnlineRunner.training_steps = 20000" in bindings
+  assert "OnlineRunner.training_steps = 2000" in bindings  # x 10 iterations
   assert "OnlineRunner.epsilon_decay_period = 2000" in bindings
 
 
@@ -66,6 +66,7 @@ def test_noise_level_is_the_random_action_probability_on_top_of_dqns_epsilon():
     (dict(noise_level=1.5), r"bsuite_dataset.noise_level"),
     (dict(noise_level=-0.1), r"bsuite_dataset.noise_level"),
     (dict(num_steps=10), r"bsuite_dataset.num_steps"),
+    (dict(num_steps=1005), r"bsuite_dataset.num_steps.*multiple of 10"),
 ])
 def test_bad_dataset_arguments_name_the_binding(kwargs, match, tmp_path):
   with pytest.raises((ValueError, validation.ConfigError), match=match):

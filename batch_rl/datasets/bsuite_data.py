@@ -19,6 +19,7 @@ separate process so that the offline run's gin bindings (its network, its learni
 rate) cannot reach the behaviour agent; deterministic by seed, and atomic: the run
 writes into a temporary folder that is renamed into place when complete.
 """
+import collections
 import logging
 import os
 import shutil
@@ -39,6 +40,9 @@ log = logging.getLogger("batch_rl")
 
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # RL Unplugged's
 _FINAL_EPSILON = 0.01
+# The behaviour run's iterations (a progress line each); its buffer holds the whole run,
+# so the last iteration's checkpoint is the dataset.
+_ITERATIONS = 10
 
 # The behaviour DQN: a 2 x 64 ReLU MLP, Adam 1e-3, batch 128, one update every 4
 # environment steps, target copied every 100 updates.
@@ -50,7 +54,7 @@ BEHAVIOUR = (
     "create_runner.runner_fn = @OnlineRunner",
     "OnlineRunner.domain = 'bsuite'",
     "OnlineRunner.agent_fn = @DQNAgent",
-    "OnlineRunner.num_iterations = 1",
+    f"OnlineRunner.num_iterations = {_ITERATIONS}",
     "OnlineRunner.evaluation_steps = 0",
     "OnlineRunner.updates_per_step = 0.25",
     "OnlineRunner.min_replay_history = 500",
@@ -83,7 +87,7 @@ def behaviour_bindings(game: str, noise_level: float, seed: int, num_steps: int
   return list(BEHAVIOUR) + [
       f"OnlineRunner.game = '{game}'",
       f"OnlineRunner.seed = {int(seed)}",
-      f"OnlineRunner.training_steps = {int(num_steps)}",
+      f"OnlineRunner.training_steps = {int(num_steps) // _ITERATIONS}",
       f"OnlineRunner.replay_capacity = {int(num_steps)}",
       f"OnlineRunner.epsilon_train = {behaviour_epsilon(noise_level)!r}",
       f"OnlineRunner.epsilon_decay_period = {max(1, int(num_steps) // 10)}",
@@ -93,10 +97,11 @@ def behaviour_bindings(game: str, noise_level: float, seed: int, num_steps: int
 def check_arguments(game: str, noise_level: float, num_steps: int) -> None:
   check_game(game, "bsuite_dataset.game")
   validation.check_in_range("bsuite_dataset.noise_level", noise_level, 0.0, 1.0)
-  if int(num_steps) < 1000:
+  if int(num_steps) < 1000 or int(num_steps) % _ITERATIONS:
     raise validation.ConfigError(
-        f"`bsuite_dataset.num_steps` = {num_steps}: the behaviour DQN needs at least "
-        "1000 environment steps (it starts learning after 500).")
+        f"`bsuite_dataset.num_steps` = {num_steps}: the behaviour run needs at least 1000 "
+        f"environment steps (it starts learning after 500), in a multiple of "
+        f"{_ITERATIONS} (its iterations).")
 
 
 @gin.configurable
@@ -149,13 +154,36 @@ def _log_behaviour_run(base_dir: str, game: str, noise_level: float, seed: int,
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
        os.environ.get("PYTHONPATH", "")]))
-  done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True)
-  if done.returncode != 0:
+  # The behaviour run's progress lines (iteration, steps/s, ETA) pass through to the log;
+  # the last ones are kept for the message if it fails.
+  tail = collections.deque(maxlen=40)
+  with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True) as process:
+    for line in process.stdout:
+      tail.append(line)
+      if "env steps/s" in line or "error" in line.lower():
+        log.info("behaviour run: %s", line.rstrip())
+  if process.returncode != 0:
     raise RuntimeError(f"The behaviour run that logs the bsuite dataset {game} failed "
-                       f"(exit {done.returncode}):\n{done.stdout[-3000:]}")
+                       f"(exit {process.returncode}):\n{''.join(tail)}")
   replay_dir = os.path.join(base_dir, "replay_logs")
-  if fmt.list_suffixes(replay_dir) != [0]:
+  last = _ITERATIONS - 1
+  if fmt.list_suffixes(replay_dir) != list(range(_ITERATIONS)):
     raise RuntimeError(f"The behaviour run wrote checkpoints {fmt.list_suffixes(replay_dir)} "
-                       f"in {replay_dir}; expected exactly [0].")
+                       f"in {replay_dir}; expected 0 ... {last}.")
+  # Earlier checkpoints are prefixes of the last one's buffer: only the last is kept,
+  # as checkpoint 0.
+  files = {}  # name -> suffix
+  for name in os.listdir(replay_dir):
+    _, dot, rest = name.partition("_ckpt.")
+    if dot and rest.split(".")[0].isdigit():
+      files[name] = int(rest.split(".")[0])
+  for name, suffix in files.items():
+    if suffix != last:
+      os.remove(os.path.join(replay_dir, name))
+  for name, suffix in files.items():
+    if suffix == last:
+      stem, _, rest = name.partition("_ckpt.")
+      os.rename(os.path.join(replay_dir, name),
+                os.path.join(replay_dir, f"{stem}_ckpt.0{rest[len(str(last)):]}"))
   log.info("Logged the bsuite dataset %s in %.0f s.", game, time.perf_counter() - start)
