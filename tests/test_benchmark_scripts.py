@@ -73,6 +73,15 @@ def matching(lines_or_rows, pattern: str) -> list:
 # ------------------------------------------------------------------ one check per script
 
 
+def check_bsuite_lab_throughput(output: str) -> None:
+  rows = table(output, "| seeds |")
+  assert [int(r[0]) for r in rows] == [1, 2]
+  for seeds, program_rate, seed_rate, ratio in rows:
+    assert figure(seed_rate) == pytest.approx(int(seeds) * positive(program_rate), rel=0.01)
+    positive(ratio)
+  assert rows[0][3] == "1.00x"
+
+
 def check_checkpoint_cost(output: str) -> None:
   rows = table(output, "| runner | in the checkpoint |")
   for runner in ("offline MinAtar", "offline Atari", "online MinAtar", "online Atari"):
@@ -268,6 +277,7 @@ def check_vs_dopamine(output: str) -> None:
 
 
 CHECKS = {
+    "bsuite_lab_throughput.py": check_bsuite_lab_throughput,
     "checkpoint_cost.py": check_checkpoint_cost,
     "dataset_loading.py": check_dataset_loading,
     "diagnostics_cost.py": check_diagnostics_cost,
