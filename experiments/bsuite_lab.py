@@ -76,6 +76,7 @@ def parse_args(argv):
   p.add_argument("--no_launch", action="store_true", help="report only")
   p.add_argument("--executor", default="local")
   p.add_argument("--max_parallel", type=int, default=1)
+  p.add_argument("--retry_failed", action="store_true", help="launch failed runs again")
   p.add_argument("--studies", default=",".join(n for n, _ in STUDIES),
                  help="comma-separated subset of the studies to launch")
   p.add_argument("--hessian_transitions", type=int, default=None,
@@ -89,6 +90,7 @@ def launch(args):
   from batch_rl.study import launch as study_launch  # pylint: disable=g-import-not-at-top
   options = ({"max_parallel": args.max_parallel} if args.executor == "local" else
              {"wait": True})
+  options["retry_failed"] = args.retry_failed
   wanted = args.studies.split(",")
   start = time.perf_counter()
   for i, (name, path) in enumerate(STUDIES):

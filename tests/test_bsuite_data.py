@@ -92,3 +92,27 @@ def test_he_initialisation_has_the_he_variance():
   with pytest.raises(ValueError, match="kernel_init must be one of"):
     networks.MLPQNetwork(num_actions=3, kernel_init="orthogonal").init(
         jax.random.key(0), jnp.zeros((1, 4, 1)))
+
+
+def test_two_processes_asking_at_once_log_the_dataset_once(tmp_path, monkeypatch):
+  import threading
+  import time
+  calls = []
+
+  def fake_behaviour_run(base_dir, game, noise_level, seed, num_steps):
+    calls.append(game)
+    time.sleep(0.5)  # the second caller arrives while the first is logging
+    os.makedirs(os.path.join(base_dir, "replay_logs"))
+    open(os.path.join(base_dir, "config.gin"), "w").close()
+
+  monkeypatch.setattr(bsuite_data, "_log_behaviour_run", fake_behaviour_run)
+  found = []
+  threads = [threading.Thread(target=lambda: found.append(bsuite_data.bsuite_dataset(
+      "cartpole", 0.0, seed=1, num_steps=1000, cache_dir=str(tmp_path)))) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert calls == ["cartpole"]
+  assert len(found) == 2 and found[0] == found[1] and os.path.isdir(found[0])
+  assert not [n for n in os.listdir(tmp_path / "bsuite") if n.startswith(".tmp-")]

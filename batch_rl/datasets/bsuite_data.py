@@ -20,6 +20,7 @@ rate) cannot reach the behaviour agent; deterministic by seed, and atomic: the r
 writes into a temporary folder that is renamed into place when complete.
 """
 import collections
+import fcntl
 import logging
 import os
 import shutil
@@ -127,21 +128,30 @@ def bsuite_dataset(game: str = "catch", noise_level: float = 0.0, seed: int = 0,
   if os.path.isdir(replay_dir):
     return replay_dir
   os.makedirs(os.path.dirname(root), exist_ok=True)
+  # One process logs a dataset; another that asks for it meanwhile (runs of a study
+  # launched together) waits for it instead of logging it a second time.
+  with open(root + ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.isdir(replay_dir):
+      _log_into_place(root, game, noise_level, seed, num_steps)
+  return replay_dir
+
+
+def _log_into_place(root: str, game: str, noise_level: float, seed: int,
+                    num_steps: int) -> None:
+  """Logs the dataset into a temporary folder renamed to `root` when complete."""
   tmp_root = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(root))
   try:
     _log_behaviour_run(os.path.join(tmp_root, "run"), game, noise_level, seed, num_steps)
     os.makedirs(os.path.join(tmp_root, "final"))
     shutil.move(os.path.join(tmp_root, "run", "replay_logs"),
                 os.path.join(tmp_root, "final", "replay_logs"))
-    for name in ("config.gin",):  # what made the data, kept beside it
-      shutil.copy(os.path.join(tmp_root, "run", name), os.path.join(tmp_root, "final", name))
+    # What made the data, kept beside it.
+    shutil.copy(os.path.join(tmp_root, "run", "config.gin"),
+                os.path.join(tmp_root, "final", "config.gin"))
     os.rename(os.path.join(tmp_root, "final"), root)
-  except OSError:
-    if not os.path.isdir(replay_dir):  # another process may have won the rename
-      raise
   finally:
     shutil.rmtree(tmp_root, ignore_errors=True)
-  return replay_dir
 
 
 def _log_behaviour_run(base_dir: str, game: str, noise_level: float, seed: int,
