@@ -132,10 +132,11 @@ def find_runs(logdir: str) -> list:
     raise LogdirError(f"{logdir}: no such directory.")
   runs = []
   for root, dirs, files in os.walk(logdir):
-    # checkpoints/ holds no events; perturbed/ holds a post-hoc evaluation of the run
-    # above it (batch_rl.runners.evaluate_perturbed), read by analysis.robustness.
+    # checkpoints/ holds no events; perturbed/ and hessian/ hold post-hoc results on the
+    # run above them (batch_rl.runners.evaluate_perturbed, read by analysis.robustness;
+    # batch_rl.runners.hessian_spectrum).
     dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                     and d not in ("checkpoints", "perturbed"))
+                     and d not in ("checkpoints", "perturbed", "hessian"))
     if any(_is_event_file(f) for f in files):
       runs.append(os.path.relpath(root, logdir))
   if not runs:

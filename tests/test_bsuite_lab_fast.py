@@ -84,6 +84,7 @@ def train(base_dir, cache_dir, num_seeds, name):
 def hessian_fractions(seed_dirs):
   """Fraction of near-zero eigenvalues of the TD loss's Hessian at each seed's last
   checkpoint, on the dataset's first HESSIAN_TRANSITIONS transitions."""
+  from batch_rl import hessian  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import hessian_spectrum  # pylint: disable=g-import-not-at-top
   out = []
   for d in seed_dirs:
@@ -91,7 +92,8 @@ def hessian_fractions(seed_dirs):
                                   f"--max_transitions={HESSIAN_TRANSITIONS}"]) in (0, None)
     files = sorted(f for f in os.listdir(os.path.join(d, "hessian")) if f.endswith(".npz"))
     with np.load(os.path.join(d, "hessian", files[-1])) as z:
-      out.append(float(z["fraction_near_zero"]))
+      out.append(hessian.spectrum_summary(z["eigenvalues"], float(z["tol"]))[
+          "fraction_near_zero"])
   return np.array(out)
 
 

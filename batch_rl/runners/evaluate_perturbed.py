@@ -23,7 +23,6 @@ logged twice. A run without a checkpoint, or not an offline run, is refused.
 Exit status: 0 done; 2 bad input (nothing written).
 """
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -37,63 +36,23 @@ SETTINGS_FILE = "settings.json"
 log = logging.getLogger("batch_rl")
 
 
-def _runner_settings() -> dict:
-  """FixedReplayRunner's arguments as the parsed gin config gives them (defaults
-  included), without building the runner (which would load the data)."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import offline  # pylint: disable=g-import-not-at-top
-  signature = inspect.signature(offline.FixedReplayRunner.__init__)
-  settings = {name: p.default for name, p in signature.parameters.items()
-              if p.default is not inspect.Parameter.empty}
-  settings.update(gin.get_bindings("FixedReplayRunner"))
-  return settings
-
-
-def _check_offline_run(run_dir: str) -> None:
-  import gin  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import offline  # pylint: disable=g-import-not-at-top
-  from batch_rl.validation import ConfigError  # pylint: disable=g-import-not-at-top
-  runner_fn = gin.get_bindings("create_runner").get("runner_fn", offline.FixedReplayRunner)
-  if runner_fn is not offline.FixedReplayRunner:
-    raise ConfigError(f"--run_dir={run_dir} is a {getattr(runner_fn, '__name__', runner_fn)} "
-                      "run; evaluate_perturbed evaluates offline runs (FixedReplayRunner).")
-
-
 def evaluate_run(run_dir: str, gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
                  out: Optional[str] = None) -> tuple[int, dict[str, float]]:
   """Evaluates `run_dir`'s newest checkpoint (module docstring); returns (its iteration,
   the scalars written now). ConfigError (nothing written) on bad input."""
   import jax  # pylint: disable=g-import-not-at-top
   from batch_rl import checkpointing  # pylint: disable=g-import-not-at-top
-  from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
   from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
   from batch_rl.agents import common as agent_common  # pylint: disable=g-import-not-at-top
   from batch_rl.environments import factory  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import common  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import perturbed_evaluation  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import run_dir as run_dir_lib  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import posthoc  # pylint: disable=g-import-not-at-top
   from batch_rl.validation import ConfigError  # pylint: disable=g-import-not-at-top
 
-  config_path = os.path.join(run_dir, run_dir_lib.OPERATIVE_FILE)
-  if not os.path.isfile(config_path):
-    seeds = sorted(d for d in os.listdir(run_dir) if d.startswith("seed_")) if os.path.isdir(
-        run_dir) else []
-    hint = (f" It holds the seeds of a vmapped run: pass one of {', '.join(seeds)}."
-            if seeds else "")
-    raise ConfigError(f"--run_dir={run_dir} is not a run directory: it has no "
-                      f"{run_dir_lib.OPERATIVE_FILE}.{hint}")
-  checkpoint_dir = os.path.join(run_dir, "checkpoints")
-  iterations = checkpointing.list_iterations(checkpoint_dir)
-  if not iterations:
-    raise ConfigError(f"--run_dir={run_dir} has no checkpoint ({checkpoint_dir}/ckpt_"
-                      "<iteration>.msgpack): there is no trained policy to evaluate yet.")
-  iteration = iterations[-1]
-  config_lib.parse_gin([config_path, *gin_files], bindings)
-  _check_offline_run(run_dir)
-  settings = _runner_settings()
-  if settings["num_seeds"] != 1:
-    raise ConfigError(f"--run_dir={run_dir} holds a run of {settings['num_seeds']} vmapped "
-                      "seeds: pass one of its seed directories (seed_<k>).")
+  run = posthoc.open_offline_run(run_dir, gin_files, bindings, "evaluate_perturbed",
+                                 "there is no trained policy to evaluate yet")
+  settings, checkpoint_dir, iteration = run.settings, run.checkpoint_dir, run.iterations[-1]
   perturbed = perturbed_evaluation.PerturbedEvaluation()
   env_name = f"{settings['domain']}:{settings['game']}"
   seed = settings["seed"]
@@ -170,12 +129,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
+  from batch_rl.runners import posthoc  # pylint: disable=g-import-not-at-top
   try:
     evaluate_run(args.run_dir, args.gin_files, args.gin_bindings, args.out)
   except config_lib.USER_ERRORS as e:
-    lines = str(e).splitlines()  # without the context lines gin appends
-    message = "\n".join(l for l in lines if not l.strip().startswith("In call to configurable"))
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {posthoc.error_message(e)}", file=sys.stderr)
     return 2
   return 0
 
