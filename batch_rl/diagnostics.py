@@ -513,6 +513,17 @@ def layer_diagnostics(activations: Mapping[str, jax.Array], delta: float = 0.01,
   return out
 
 
+def gram_image(phi: jax.Array) -> jax.Array:
+  """|Phi Phi^T| / its largest entry, [N, N] in [0, 1]: the Gram matrix of a batch's
+  features as the empirical study draws it (its Figure 37: dark where two states'
+  features are orthogonal, e.g. where ReLU units are off for one of them); zeros for
+  all-zero features."""
+  phi = phi.astype(jnp.float32)
+  gram = jnp.abs(phi @ phi.T)
+  top = jnp.max(gram)
+  return jnp.where(top > 0, gram / jnp.where(top > 0, top, 1.0), 0.0)
+
+
 def global_norm(tree) -> jax.Array:
   """sqrt(sum of the squares of every entry of every leaf), float32 (0 for no leaves)."""
   leaves = jax.tree_util.tree_leaves(tree)

@@ -27,6 +27,14 @@ class SummaryWriter:
       self._tf.summary.text(tag, text)
     self._writer.flush()
 
+  def image(self, tag: str, image, step: int) -> None:
+    """One grayscale image [H, W] with values in [0, 1] (TensorBoard's Images tab)."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    pixels = np.asarray(image, np.float32)[None, :, :, None]
+    with self._writer.as_default(step=step):
+      self._tf.summary.image(tag, pixels)
+    self._writer.flush()
+
   def close(self) -> None:
     self._writer.close()
 

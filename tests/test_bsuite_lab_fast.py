@@ -10,12 +10,13 @@ by the real behaviour run, and checks what is already visible at that length:
   (a) ReLU's penultimate activations are sparser than ELU's (ELU is zero only at 0);
   (b) in a 4-layer ReLU net (double DQN, He initialisation) the ranks fall layer by
       layer: Spearman's rho of a layer's index and its srank is negative;
-  (c) a 1 x 64 ReLU net's TD-loss Hessian has more eigenvalues near zero than the ELU
-      net's;
-  (d) a 4-unit bottleneck caps the penultimate srank at 4 (a bound, not a spread).
+  (c) a 4-unit bottleneck caps the penultimate srank at 4 (a bound, not a spread).
 
 It cannot see rank collapse over training, the return's dependence on depth or
-bottleneck width, or the learning rate's effect on rank: those need the experiment.
+bottleneck width, the learning rate's effect on rank, or the Hessian claim (ReLU's
+eigenvalues near zero): at this length ReLU and ELU's fractions differ by 0.001 with a
+seed spread of 0.003, so only the experiment can judge it. The Hessian command's path
+is run end to end, against a Hessian recomputed from the data, by tests/test_hessian.py.
 
 Thresholds come from the seed spread measured by running this file as a script:
 
@@ -45,11 +46,9 @@ RUNS = {  # name: (gin file, bindings)
     "relu": ("dqn.gin", ["MLPQNetwork.activation = 'relu'"]),
     "elu": ("dqn.gin", ["MLPQNetwork.activation = 'elu'"]),
     "depth4": ("double_dqn.gin", ["mlp_hidden_sizes.depth = 4"]),
-    "bottleneck4": ("dqn.gin", ["mlp_hidden_sizes.bottleneck = 4"]),
-    "relu_1x64": ("dqn.gin", ["mlp_hidden_sizes.depth = 1"]),
-    "elu_1x64": ("dqn.gin", ["mlp_hidden_sizes.depth = 1", "MLPQNetwork.activation = 'elu'"]),
+    "bottleneck4": ("dqn.gin", ["mlp_hidden_sizes.bottleneck = 4",
+                                "FixedReplayRunner.gram_image_every = 1"]),
 }
-HESSIAN_TRANSITIONS = 300
 
 
 def bindings(cache_dir, num_seeds, extra):
@@ -81,20 +80,18 @@ def train(base_dir, cache_dir, num_seeds, name):
           for t in logs[0]}, dirs
 
 
-def hessian_fractions(seed_dirs):
-  """Fraction of near-zero eigenvalues of the TD loss's Hessian at each seed's last
-  checkpoint, on the dataset's first HESSIAN_TRANSITIONS transitions."""
-  from batch_rl import hessian  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import hessian_spectrum  # pylint: disable=g-import-not-at-top
-  out = []
-  for d in seed_dirs:
-    assert hessian_spectrum.main([f"--run_dir={d}",
-                                  f"--max_transitions={HESSIAN_TRANSITIONS}"]) in (0, None)
-    files = sorted(f for f in os.listdir(os.path.join(d, "hessian")) if f.endswith(".npz"))
-    with np.load(os.path.join(d, "hessian", files[-1])) as z:
-      out.append(hessian.spectrum_summary(z["eigenvalues"], float(z["tol"]))[
-          "fraction_near_zero"])
-  return np.array(out)
+def gram_images(run_dir):
+  """{step: [H, W] image} of the run's Features/gram summaries."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
+  out = {}
+  for path in summary_writer.event_files(run_dir):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "Features/gram":
+          encoded = tf.make_ndarray(value.tensor)[2]  # [width, height, png]
+          out[event.step] = tf.io.decode_png(encoded).numpy()[..., 0]
+  return out
 
 
 def layer_spearman(logs):
@@ -108,21 +105,23 @@ def quantities(root, cache_dir, num_seeds):
   runs = {name: train(os.path.join(root, name), cache_dir, num_seeds, name)
           for name in RUNS}
   logs = {name: found[0] for name, found in runs.items()}
+  logs["bottleneck4"]["gram"] = [gram_images(d) for d in runs["bottleneck4"][1]]
   return {
       "sparsity: relu - elu": (logs["relu"]["Features/sparsity/Dense_1"][:, -1]
                                - logs["elu"]["Features/sparsity/Dense_1"][:, -1]),
       "depth 4: Spearman(layer, srank)": layer_spearman(logs["depth4"]),
-      "hessian near zero: relu - elu": (hessian_fractions(runs["relu_1x64"][1])
-                                        - hessian_fractions(runs["elu_1x64"][1])),
   }, logs
 
 
-# Measured with `--seeds=8` (seeds 0-7, mean and std over seeds): see MEASURED below.
-# Thresholds: mean -/+ 3 std / sqrt(SEEDS), rounded toward the null, on the claim's side.
+# Measured with `--seeds=8` (seeds 0-7, mean and std over seeds):
+#   sparsity: relu - elu              mean 0.456,  std 0.0225
+#   depth 4: Spearman(layer, srank)   mean -0.928, std 0.09
+#   (and, not asserted: Hessian eigenvalues near zero, relu - elu (1 x 64 nets, 300
+#   transitions), mean 0.00105, std 0.00322)
+# Thresholds: mean -/+ 3 std / sqrt(SEEDS) (0.408 and -0.737), rounded toward the null.
 THRESHOLDS = {  # name: (direction, threshold)
-    "sparsity: relu - elu": (+1, 0.2),
-    "depth 4: Spearman(layer, srank)": (-1, -0.2),
-    "hessian near zero: relu - elu": (+1, 0.0),
+    "sparsity: relu - elu": (+1, 0.4),
+    "depth 4: Spearman(layer, srank)": (-1, -0.7),
 }
 
 
@@ -144,6 +143,11 @@ def test_the_bottleneck_caps_the_penultimate_rank(measured):
   assert np.all(logs["Rank/srank"] <= 4)
   np.testing.assert_array_equal(logs["Rank/srank"], logs["Rank/srank/Dense_1"])
   assert np.all(logs["Rank/srank/Dense_0"] > 4)  # the 64-unit layer below is not capped
+  # Each seed's Gram image of 64 fixed states at every iteration, its diagonal bright.
+  for images in logs["gram"]:
+    assert sorted(images) == list(range(ITERATIONS))
+    for image in images.values():
+      assert image.shape == (64, 64) and image.max() == 255
 
 
 def main(argv):

@@ -70,3 +70,12 @@ def test_diagnose_logs_every_layers_rank_when_bound(layer_ranks_bound):
     assert got[f"Features/sparsity/{name}"] == pytest.approx(np.mean(flat == 0.0), abs=1e-6)
   # The penultimate layer's entry is the representation's srank.
   assert got["Rank/srank/Dense_1"] == got["Rank/srank"]
+
+
+def test_gram_image_matches_numpy():
+  rng = np.random.default_rng(3)
+  phi = np.maximum(rng.normal(size=(16, 8)), 0.0)
+  gram = np.abs(phi @ phi.T)
+  np.testing.assert_allclose(np.asarray(diagnostics.gram_image(jnp.asarray(phi))),
+                             gram / gram.max(), rtol=1e-5, atol=1e-6)
+  assert not np.any(np.asarray(diagnostics.gram_image(jnp.zeros((4, 3)))))

@@ -17,7 +17,9 @@ import jax
 import numpy as np
 
 from batch_rl import checkpointing
+from batch_rl import diagnostics
 from batch_rl import summary_writer
+from batch_rl import validation
 from batch_rl.agents import common as agent_common
 from batch_rl.agents import dqn
 from batch_rl.agents import learner
@@ -38,6 +40,7 @@ from batch_rl.tf_utils import gfile
 
 log = logging.getLogger("batch_rl")
 
+GRAM_STATES = 64  # states of the Features/gram image
 # Gradient steps fused into one jit call when `FixedReplayRunner.fused_steps` is None.
 # XLA's CPU backend runs a lax.scan of a conv-net update several times slower than the
 # same update called plainly (benchmarks/throughput.py prints both), so CPU calls one
@@ -81,6 +84,9 @@ class FixedReplayRunner:
       `@PerturbedEvaluation()`): evaluations with the states the agent sees perturbed,
       at several levels, logged as Eval/Perturbed/<kind>/<level>
       (runners/perturbed_evaluation.py).
+    gram_image_every: 0 (default), or every this many iterations (and at the last) an
+      image `Features/gram` of the penultimate features' Gram matrix on 64 fixed states
+      of the data (diagnostics.gram_image; the empirical study's Figure 37).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -93,8 +99,10 @@ class FixedReplayRunner:
                fused_steps: Optional[int] = None, scan_unroll: int = 1,
                keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None,
                num_seeds: int = 1,
-               perturbed_evaluation: Optional[perturbed_lib.PerturbedEvaluation] = None):
+               perturbed_evaluation: Optional[perturbed_lib.PerturbedEvaluation] = None,
+               gram_image_every: int = 0):
     common.check_base_dir(base_dir)
+    validation.check_int_at_least("FixedReplayRunner.gram_image_every", gram_image_every, 0)
     common.check_at_least_one("FixedReplayRunner", num_iterations=num_iterations,
                               training_steps=training_steps, num_eval_envs=num_eval_envs,
                               diagnostics_batch_size=diagnostics_batch_size,
@@ -181,6 +189,14 @@ class FixedReplayRunner:
     self._diagnose = make_diagnose(
         self.agent, common.make_sampler(sampler.sample_transitions, diagnostics_batch_size,
                                         **shape), srank_delta, vmap)
+    self.gram_image_every = gram_image_every
+    if gram_image_every:
+      # The same 64 states at every iteration, drawn from the data by a fixed key.
+      self._gram_states = common.make_sampler(sampler.sample_transitions, GRAM_STATES,
+                                              **shape)(jax.random.PRNGKey(0), self._data).state
+      gram = lambda params, states: diagnostics.gram_image(
+          self.agent.apply(params, states).representation)
+      self._gram = jax.jit(vmap(gram, (0, None)))
     self._last_metrics: list[dict[str, float]] = [{}] * len(self.seeds)  # last logged
     self._stop = stop_signal.GracefulStop()
     self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=self.seeds.seeds,
@@ -433,6 +449,11 @@ class FixedReplayRunner:
     self._last_metrics = metrics
     for writer, seed_metrics in zip(writers, metrics):
       writer.scalars(iteration, seed_metrics)
+    every = self.gram_image_every
+    if every and (iteration % every == every - 1 or iteration == self.num_iterations - 1):
+      images = self.seeds.split(jax.device_get(self._gram(state.params, self._gram_states)))
+      for writer, image in zip(writers, images):
+        writer.image("Features/gram", image, iteration)
     for checkpoint_dir, seed_state in zip(self.checkpoint_dirs, self.seeds.split(state)):
       checkpointing.save(checkpoint_dir, iteration, seed_state, keep=self.keep_checkpoints)
     mean = lambda tag: float(np.mean([m.get(tag, float("nan")) for m in metrics]))
