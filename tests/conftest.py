@@ -154,3 +154,15 @@ def cluster_study(tmp_path_factory, worker_id, testrun_uid):
   return ClusterStudy(toml=str(toml), run_names=names,
                       reference_dir=str(root / "reference"))
 
+
+
+@pytest.fixture(scope="session")
+def bsuite_cache(tmp_path_factory, worker_id, testrun_uid):
+  """A bsuite dataset cache shared by the xdist workers: the tests that train on the
+  1,000-step catch dataset (noise 0.1, seed 0) ask for it here, and the first to ask
+  logs it while the others wait (bsuite_data's lock)."""
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if worker_id != "master" else base
+  root = shared / f"bsuite_cache_{testrun_uid}"
+  root.mkdir(exist_ok=True)
+  return str(root)

@@ -126,9 +126,9 @@ THRESHOLDS = {  # name: (direction, threshold)
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory):
+def measured(tmp_path_factory, bsuite_cache):
   root = tmp_path_factory.mktemp("bsuite_lab")
-  return quantities(str(root), str(root / "cache"), SEEDS)
+  return quantities(str(root), bsuite_cache, SEEDS)
 
 
 @pytest.mark.parametrize("name", sorted(THRESHOLDS))

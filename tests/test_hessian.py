@@ -259,15 +259,15 @@ def test_td_loss_adapter_turns_dropout_off():
 
 
 # ------------------------------------------------------ the command, end to end
-GAME, NOISE, SEED, STEPS = "catch", 0.0, 0, 1000
+GAME, NOISE, SEED, STEPS = "catch", 0.1, 0, 1000  # the shared bsuite_cache dataset
 WIDTH = 8
 
 
 @pytest.fixture(scope="module")
-def catch_run(tmp_path_factory):
+def catch_run(tmp_path_factory, bsuite_cache):
   """(run directory, dataset directory) of a 2-iteration offline DQN run (a 1 x 8 MLP)
   on a 1000-step catch dataset, trained by train.py."""
-  cache = str(tmp_path_factory.mktemp("cache"))
+  cache = bsuite_cache
   replay_dir = bsuite_data.bsuite_dataset(GAME, NOISE, SEED, STEPS, cache)
   run = str(tmp_path_factory.mktemp("runs") / "catch_1x8")
   bindings = [f"bsuite_dataset.game = '{GAME}'", f"bsuite_dataset.noise_level = {NOISE}",
