@@ -70,6 +70,9 @@ def test_done_run_keeps_its_log_status_and_attempts(tmp_path):
      "print('after'); sys.exit(2)", "failed", "`X.y` is wrong."),
     ("import sys; print('first'); print('Boom at the end'); print(); sys.exit(1)",
      "failed", "Boom at the end"),
+    ("import sys; print('OSError: [Errno 39] Directory not empty: x'); "
+     "print(\"  In call to configurable 'create_runner' (<function>)\"); sys.exit(1)",
+     "failed", "OSError: [Errno 39] Directory not empty: x"),
     ("import sys; sys.exit(3)", "interrupted", None),
     ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "interrupted",
      "train.py was stopped by SIGKILL"),

@@ -90,7 +90,9 @@ def next_attempt(run_dir: str) -> int:
 
 def error_line(log_path: str) -> Optional[str]:
   """The log's first line starting with 'error:' (its text after that), else its last
-  non-empty line; None for an empty or missing log."""
+  non-empty line other than the context lines gin appends to an exception raised in a
+  configurable ("In call to configurable ..."), i.e. the exception itself; None for an
+  empty or missing log."""
   last = None
   try:
     with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -98,7 +100,7 @@ def error_line(log_path: str) -> Optional[str]:
         line = line.strip()
         if line.startswith("error:"):
           return line[len("error:"):].strip()
-        if line:
+        if line and not line.startswith("In call to configurable"):
           last = line
   except OSError:
     return None
