@@ -44,7 +44,6 @@ import glob
 import os
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -92,23 +91,11 @@ def parse_args(argv):
 
 def launch(args):
   from batch_rl.study import launch as study_launch  # pylint: disable=g-import-not-at-top
-  options = ({"max_parallel": args.max_parallel} if args.executor == "local" else
-             {"wait": True})
-  options["retry_failed"] = args.retry_failed
   wanted = args.studies.split(",")
-  start = time.perf_counter()
-  for i, (name, path) in enumerate(STUDIES):
-    if name not in wanted:
-      continue
-    t0 = time.perf_counter()
-    result = study_launch.launch(os.path.join(REPO, path), os.path.join(args.out, name),
-                                 args.executor, **options)
-    failed = {k: v for k, v in result.summary.items() if k != "done"}
-    if failed:
-      raise SystemExit(f"{name}: runs ended {failed}; see `python -m batch_rl.study "
-                       f"status {os.path.join(args.out, name)}`.")
-    print(f"[{i + 1}/{len(STUDIES)}] study {name}: {time.perf_counter() - t0:.0f} s "
-          f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+  study_launch.launch_in_order(
+      [(name, os.path.join(REPO, path), os.path.join(args.out, name))
+       for name, path in STUDIES if name in wanted],
+      args.executor, args.max_parallel, retry_failed=args.retry_failed)
   if "hessian" in wanted:
     hessian_spectra(args)
 

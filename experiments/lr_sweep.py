@@ -152,9 +152,8 @@ def main(argv):
   args = parse_args(argv)
   if not args.no_launch:
     from batch_rl.study import launch as study_launch  # pylint: disable=g-import-not-at-top
-    options = ({"max_parallel": args.max_parallel} if args.executor == "local" else
-               {"wait": True})
-    study_launch.launch(STUDY, args.study_dir, args.executor, **options)
+    study_launch.launch(STUDY, args.study_dir, args.executor,
+                        **study_launch.script_options(args.executor, args.max_parallel))
   iterations = num_iterations()
   table, unfinished = finals(args.study_dir, iterations)
   if table is None:

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 try:
   import tomllib
@@ -132,24 +131,13 @@ def fqe_study_text(out) -> str:
 
 def launch(args):
   from batch_rl.study import launch as study_launch  # pylint: disable=g-import-not-at-top
-  options = ({"max_parallel": args.max_parallel} if args.executor == "local" else
-             {"wait": True})
   files = [(name, os.path.join(REPO, path)) for name, path in STUDIES]
   fqe_file = os.path.join(args.out, FQE_STUDY, "study.toml")
   study_files.write_text(fqe_file, fqe_study_text(args.out))
   files.append((FQE_STUDY, fqe_file))
-  start = time.perf_counter()
-  for i, (name, path) in enumerate(files):
-    t0 = time.perf_counter()
-    result = study_launch.launch(path, os.path.join(args.out, name), args.executor,
-                                 **options)
-    failed = {k: v for k, v in result.summary.items() if k != "done"}
-    if failed:
-      raise SystemExit(f"{name}: runs ended {failed}; see `python -m batch_rl.study "
-                       f"status {os.path.join(args.out, name)}`.")
-    elapsed = time.perf_counter() - start
-    print(f"[{i + 1}/{len(files)}] study {name}: {time.perf_counter() - t0:.0f} s "
-          f"(elapsed {elapsed / 60:.1f} min)", flush=True)
+  study_launch.launch_in_order(
+      [(name, path, os.path.join(args.out, name)) for name, path in files],
+      args.executor, args.max_parallel)
 
 
 # --- reading runs ---------------------------------------------------------------------

@@ -380,3 +380,24 @@ def test_load_sweep_has_the_swept_axis_as_a_column(study):
   assert "GridworldRunner.gradient_steps" in sweep.hyperparameters
   by_run = dict(zip(sweep.runs["run"], sweep.runs["GridworldRunner.gradient_steps"]))
   assert by_run == {"T200/seeds_0/seed_0": 200, "T2000/seeds_0/seed_0": 2000}
+
+
+def test_launch_in_order_stops_at_the_first_study_with_runs_not_done(monkeypatch, capsys):
+  from batch_rl.study import launch as study_launch
+  calls = []
+
+  def fake_launch(path, study_dir, executor, retry_failed=False, **options):
+    calls.append((path, study_dir, executor, retry_failed, options))
+    summary = {"done": 2} if path != "b.toml" else {"done": 1, "failed": 1}
+    return study_launch.Result(plan=None, summary=summary)
+
+  monkeypatch.setattr(study_launch, "launch", fake_launch)
+  with pytest.raises(SystemExit, match=r"b: runs ended \{'failed': 1\}.*status out/b"):
+    study_launch.launch_in_order([("a", "a.toml", "out/a"), ("b", "b.toml", "out/b"),
+                                  ("c", "c.toml", "out/c")], "local", 2, retry_failed=True)
+  assert [c[0] for c in calls] == ["a.toml", "b.toml"]  # c is not launched
+  assert calls[0][2:] == ("local", True, {"max_parallel": 2})
+  assert "[1/3] study a:" in capsys.readouterr().out
+  calls.clear()
+  study_launch.launch_in_order([("a", "a.toml", "out/a")], "slurm")
+  assert calls[0][4] == {"wait": True}

@@ -29,7 +29,8 @@ import importlib
 import importlib.util
 import inspect
 import os
-from typing import Any, Callable, Optional
+import time
+from typing import Any, Callable, Optional, Sequence
 
 from batch_rl import validation
 from batch_rl.study import files
@@ -261,3 +262,31 @@ def launch(study_file: str, study_dir: str, executor: str, retry_failed: bool = 
     return Result(plan=p, summary={})
   summary = function(p.selected, study_dir, **executor_options)
   return Result(plan=p, summary=dict(summary or {}))
+
+
+def script_options(executor: str, max_parallel: int = 1) -> dict:
+  """The executor options an experiments script launches with: `max_parallel` runs at a
+  time on this machine, or, on a cluster, waiting until the runs end."""
+  return {"max_parallel": max_parallel} if executor == "local" else {"wait": True}
+
+
+def launch_in_order(studies: Sequence[tuple[str, str, str]], executor: str,
+                    max_parallel: int = 1, retry_failed: bool = False) -> None:
+  """Launches (name, study file, study directory) one study after another, printing a
+  line per study, as the experiments scripts do before they report.
+
+  Raises:
+    SystemExit naming the study, and its status command, whose runs did not all end
+    done; the later studies are not launched.
+  """
+  options = script_options(executor, max_parallel)
+  start = time.perf_counter()
+  for i, (name, path, study_dir) in enumerate(studies):
+    t0 = time.perf_counter()
+    result = launch(path, study_dir, executor, retry_failed=retry_failed, **options)
+    failed = {k: v for k, v in result.summary.items() if k != "done"}
+    if failed:
+      raise SystemExit(f"{name}: runs ended {failed}; see `python -m batch_rl.study "
+                       f"status {study_dir}`.")
+    print(f"[{i + 1}/{len(studies)}] study {name}: {time.perf_counter() - t0:.0f} s "
+          f"(elapsed {(time.perf_counter() - start) / 60:.1f} min)", flush=True)
