@@ -33,17 +33,11 @@ FLAGS = flags.FLAGS
 PREEMPTED_EXIT = 3  # batch_rl.study.run.PREEMPTED_EXIT
 
 
-def _message(error: BaseException) -> str:
-  """The error's text without the context lines gin appends to it."""
-  lines = str(error).splitlines()
-  return "\n".join(line for line in lines
-                   if not line.strip().startswith("In call to configurable"))
-
-
 def _fail(error: BaseException, status: int) -> None:
   if FLAGS.verbose or os.environ.get("BATCH_RL_VERBOSE") == "1":
     traceback.print_exc()
-  print(f"error: {_message(error)}", file=sys.stderr)
+  from batch_rl import validation  # pylint: disable=g-import-not-at-top
+  print(f"error: {validation.error_message(error)}", file=sys.stderr)
   sys.exit(status)
 
 

@@ -72,3 +72,10 @@ def check_writable_dir(path: str, flag: str, purpose: str) -> None:
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f"{flag}={path} cannot be written: {existing} is not writable "
                       "(permissions or a read-only file system).")
+
+
+def error_message(error: BaseException) -> str:
+  """The error's text without the context lines gin appends to it ("In call to
+  configurable ..."): what the commands print after "error: "."""
+  lines = str(error).splitlines()
+  return "\n".join(l for l in lines if not l.strip().startswith("In call to configurable"))

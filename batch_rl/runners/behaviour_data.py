@@ -15,6 +15,7 @@ def main(argv: list[str]) -> int:
     print(__doc__, file=sys.stderr)
     return 2
   from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
+  from batch_rl import validation  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import common  # pylint: disable=g-import-not-at-top
   from batch_rl.runners import registry  # pylint: disable=g-import-not-at-top
   base_dir, bindings = argv[0], argv[1:]
@@ -22,10 +23,10 @@ def main(argv: list[str]) -> int:
     config_lib.parse_gin([], bindings)
     registry.create_runner(base_dir=base_dir).run()
   except common.RUN_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {validation.error_message(e)}", file=sys.stderr)
     return 1
   except config_lib.USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {validation.error_message(e)}", file=sys.stderr)
     return 2
   return 0
 

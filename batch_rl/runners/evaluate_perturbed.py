@@ -129,11 +129,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import posthoc  # pylint: disable=g-import-not-at-top
+  from batch_rl import validation  # pylint: disable=g-import-not-at-top
   try:
     evaluate_run(args.run_dir, args.gin_files, args.gin_bindings, args.out)
   except config_lib.USER_ERRORS as e:
-    print(f"error: {posthoc.error_message(e)}", file=sys.stderr)
+    print(f"error: {validation.error_message(e)}", file=sys.stderr)
     return 2
   return 0
 

@@ -275,7 +275,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   from batch_rl import checkpointing  # pylint: disable=g-import-not-at-top
   from batch_rl import config as config_lib  # pylint: disable=g-import-not-at-top
-  from batch_rl.runners import posthoc  # pylint: disable=g-import-not-at-top
+  from batch_rl import validation  # pylint: disable=g-import-not-at-top
   try:
     hessian_run(args.run_dir, parse_iterations(args.iterations), args.max_transitions,
                 args.gin_files, args.gin_bindings, args.out,
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except config_lib.USER_ERRORS as e:
-    print(f"error: {posthoc.error_message(e)}", file=sys.stderr)
+    print(f"error: {validation.error_message(e)}", file=sys.stderr)
     return 2
   return 0
 

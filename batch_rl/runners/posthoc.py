@@ -1,5 +1,5 @@
 """What the post-hoc commands on a finished offline run share (evaluate_perturbed.py,
-hessian_spectrum.py): opening the run from its own config.gin, and their messages.
+hessian_spectrum.py): opening the run from its own config.gin.
 
 `open_offline_run` refuses, with a message naming the run, what is not one solo
 offline run with a checkpoint (a vmapped run's top directory, an online or gridworld
@@ -75,8 +75,3 @@ def open_offline_run(run_dir: str, gin_files: Sequence[str], bindings: Sequence[
                       "seeds: pass one of its seed directories (seed_<k>).")
   return OfflineRun(settings, checkpoint_dir, list(iterations))
 
-
-def error_message(error: BaseException) -> str:
-  """The error's text without the context lines gin appends to it."""
-  lines = str(error).splitlines()
-  return "\n".join(l for l in lines if not l.strip().startswith("In call to configurable"))
