@@ -54,8 +54,10 @@ from scipy import stats  # pylint: disable=g-import-not-at-top
 from analysis import figures  # pylint: disable=g-import-not-at-top
 from analysis import phases as phases_lib  # pylint: disable=g-import-not-at-top
 from analysis import seed_statistics as ss  # pylint: disable=g-import-not-at-top
+from batch_rl import checkpointing  # pylint: disable=g-import-not-at-top
 from batch_rl import hessian  # pylint: disable=g-import-not-at-top
 from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
+from batch_rl.runners import hessian_spectrum  # pylint: disable=g-import-not-at-top
 from batch_rl.study import files as study_files  # pylint: disable=g-import-not-at-top
 
 STUDIES = (("activations", "studies/bsuite_activations.toml"),
@@ -105,25 +107,16 @@ def hessian_spectra(args):
   the dataset's first --hessian_transitions transitions (skipped where it is already
   there)."""
   for seed_dir in sorted(glob.glob(os.path.join(args.out, "hessian", "*", "seed_*"))):
-    iterations = checkpoint_iterations(seed_dir)
-    if not iterations:
-      continue
-    wanted = [iterations[-1]]
-    todo = [t for t in wanted
-            if not os.path.exists(os.path.join(seed_dir, "hessian", f"hessian_{t}.npz"))]
-    if not todo:
+    iterations = checkpointing.list_iterations(os.path.join(seed_dir, "checkpoints"))
+    if not iterations or os.path.exists(hessian_spectrum.npz_path(
+        os.path.join(seed_dir, hessian_spectrum.OUT_DIR), iterations[-1])):
       continue
     command = [sys.executable, "-m", "batch_rl.runners.hessian_spectrum",
-               f"--run_dir={seed_dir}", f"--iterations={','.join(map(str, todo))}"]
+               f"--run_dir={seed_dir}", f"--iterations={iterations[-1]}"]
     if args.hessian_transitions:
       command.append(f"--max_transitions={args.hessian_transitions}")
-    print("Hessian:", seed_dir, todo, flush=True)
+    print("Hessian:", seed_dir, iterations[-1], flush=True)
     subprocess.run(command, check=True, cwd=REPO)
-
-
-def checkpoint_iterations(run_dir) -> list:
-  names = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt_*.msgpack"))
-  return sorted(int(os.path.basename(n)[5:-8]) for n in names)
 
 
 # --- reading runs ---------------------------------------------------------------------
