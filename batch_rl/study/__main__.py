@@ -4,12 +4,14 @@ r"""Studies of train.py runs: plan, launch and follow them.
     python -m batch_rl.study launch studies/gridworld_smoke.toml --study_dir runs/smoke \
         --executor local --max_parallel 2
     python -m batch_rl.study status runs/smoke
+    python -m batch_rl.study archive runs/smoke results/smoke [--checkpoints PATTERN]
 
 `plan` lists the runs (name and the settings that vary) and launches nothing; with
 --study_dir it also says what `launch` would do with each. `launch` checks the whole
 study first (batch_rl/study/launch.py), then hands the runs to the executor; the
 executor flags are passed to it as keyword options (only those given). `status`
-reads the study directory's files. Exit status: 0; 2 the input is wrong (one `error:`
+reads the study directory's files. `archive` copies the finished runs without their
+checkpoints (batch_rl/study/archive.py). Exit status: 0; 2 the input is wrong (one `error:`
 paragraph, nothing written); 1 some runs the executor reports on did not end done
 (failed, interrupted, or never started because the launch was stopped).
 """
@@ -72,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
   status.add_argument("--stale_after", type=float, default=None,
                       help="seconds without a write after which a run on another "
                       "host counts as stale (default 3600)")
+
+  archive = commands.add_parser("archive", help="copy a study's finished runs without "
+                                "their checkpoints")
+  archive.add_argument("study_dir")
+  archive.add_argument("dest")
+  archive.add_argument("--checkpoints", action="append", default=[], metavar="PATTERN",
+                       help="keep the newest checkpoint of the runs whose names match "
+                       "(fnmatch; repeatable)")
   return parser
 
 
@@ -161,10 +171,18 @@ def _status(args) -> int:
   return 0
 
 
+def _archive(args) -> int:
+  from batch_rl.study import archive as archive_lib  # pylint: disable=g-import-not-at-top
+  result = archive_lib.archive(args.study_dir, args.dest, args.checkpoints)
+  print(archive_lib.describe(result, args.dest))
+  return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = _parser().parse_args(argv)
   try:
-    return {"plan": _plan, "launch": _launch, "status": _status}[args.command](args)
+    return {"plan": _plan, "launch": _launch, "status": _status,
+            "archive": _archive}[args.command](args)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
