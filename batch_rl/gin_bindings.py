@@ -84,16 +84,22 @@ def bindings(text: str) -> dict[str, object]:
 def rebind(text: str, values: dict[str, str], drop: Sequence[str] = ()) -> str:
   """The gin text with the one-line bindings of `values` ('Configurable.param' -> value
   text) set to those values (appended where the text has none) and those in `drop`
-  removed. Only whole lines `name = value` are matched, as gin writes scalars."""
-  lines, seen = [], set()
+  removed. Bindings are matched by name at the start of a line (`name = value`, as gin
+  writes them); the indented lines gin continues a long value on go with their binding."""
+  lines, seen, replaced = [], set(), False
   for line in text.splitlines():
+    if replaced and line[:1].isspace() and line.strip():
+      continue  # a continuation line of a binding dropped or replaced above
+    replaced = False
     name, sep, _ = line.partition(" = ")
     name = name.strip()
-    if sep and name in drop:
+    if sep and not line[:1].isspace() and name in drop:
+      replaced = True
       continue
-    if sep and name in values:
+    if sep and not line[:1].isspace() and name in values:
       line = f"{name} = {values[name]}"
       seen.add(name)
+      replaced = True
     lines.append(line)
   lines += [f"{name} = {value}" for name, value in values.items() if name not in seen]
   return "\n".join(lines) + "\n"

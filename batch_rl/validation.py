@@ -32,6 +32,21 @@ def check_positive(binding: str, value) -> None:
     raise ConfigError(f"`{binding}` must be a positive finite number, got {value!r}.")
 
 
+def check_learning_rates(binding: str, values) -> list[float]:
+  """A non-empty list of distinct positive learning rates, or ConfigError naming it."""
+  if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+    raise ConfigError(f"`{binding}` = {values!r}: expected a list of learning rates.")
+  values = list(values)
+  if not values:
+    raise ConfigError(f"`{binding}` is empty: give at least one learning rate.")
+  for value in values:
+    check_positive(binding, value)
+  rates = [float(v) for v in values]
+  if len(set(rates)) != len(rates):
+    raise ConfigError(f"`{binding}` = {values!r} repeats a learning rate.")
+  return rates
+
+
 def check_int_at_least(binding: str, value, low: int = 1) -> None:
   """An integer >= low (batch sizes, capacities, periods, counts)."""
   integral = isinstance(value, numbers.Integral) or (

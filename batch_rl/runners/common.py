@@ -84,19 +84,21 @@ def write_run_config(base_dir: str, writers: Sequence[Any], texts: dict[str, str
 def write_seed_configs(base_dir: str, seeds, run_dirs: Sequence[str], writers: Sequence[Any],
                        texts: dict[str, str], owner: str,
                        data_seed: Optional[int] = None) -> None:
-  """write_run_config for a run of one seed or several (`seeds`, a SeedAxis): the run's
-  own directory, or every seed's with gin texts naming its own seed (and data seed),
+  """write_run_config for a run of one member or several (`seeds`, a SeedAxis): the
+  run's own directory, or every member's with gin texts naming its own seed (and data
+  seed and learning rate),
   beside the program's config and bindings in base_dir (the same-run check reads
   those)."""
-  if not seeds.vmapped:
+  if list(run_dirs) == [base_dir]:
     write_run_config(base_dir, writers, texts)
     return
   run_dir.record_bindings(base_dir)
   checkpointing.write_atomically(os.path.join(base_dir, run_dir.OPERATIVE_FILE),
                                  gin.operative_config_str().encode())
-  for directory, seed, writer in zip(run_dirs, seeds.seeds, writers):
+  rates = seeds.learning_rates or [None] * len(seeds)
+  for directory, seed, rate, writer in zip(run_dirs, seeds.seeds, rates, writers):
     rewrite = functools.partial(seed_axis.seed_config, owner=owner, seed=seed,
-                                data_seed=data_seed)
+                                data_seed=data_seed, learning_rate=rate)
     write_run_config(directory, [writer], texts, rewrite=rewrite)
 
 

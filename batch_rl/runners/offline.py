@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import flax.serialization
 import gin
@@ -71,6 +71,9 @@ class FixedReplayRunner:
       program (vmapped over a leading seed axis), sharing the data (held once, chosen
       by data_seed, else by `seed`); seed k writes the run directory
       <base_dir>/seed_<k> that a solo run with `seed = k` would (runners/seed_axis.py).
+    learning_rates: if given, the program's members are these learning rates x the
+      seeds, each in <base_dir>/lr_<rate>/seed_<k>, as a solo run with
+      `create_optimizer.learning_rate = rate` and `seed = k` (runners/seed_axis.py).
     diagnostics_batch_size: dataset transitions on which srank etc. are computed.
     srank_delta: delta of srank_delta (0.01).
     fused_steps: gradient steps per jit call (lax.scan); None = per-backend default.
@@ -98,7 +101,7 @@ class FixedReplayRunner:
                diagnostics_batch_size: int = 2048, srank_delta: float = 0.01,
                fused_steps: Optional[int] = None, scan_unroll: int = 1,
                keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None,
-               num_seeds: int = 1,
+               num_seeds: int = 1, learning_rates: Optional[Sequence[float]] = None,
                perturbed_evaluation: Optional[perturbed_lib.PerturbedEvaluation] = None,
                gram_image_every: int = 0):
     common.check_base_dir(base_dir)
@@ -114,7 +117,12 @@ class FixedReplayRunner:
     common.check_runner_values("FixedReplayRunner", evaluation_steps=evaluation_steps,
                                eval_epsilon=eval_epsilon, srank_delta=srank_delta)
     self.base_dir = base_dir
-    self.seeds = seed_axis.SeedAxis(range(seed, seed + num_seeds))
+    if learning_rates is not None:
+      learning_rates = validation.check_learning_rates("FixedReplayRunner.learning_rates",
+                                                       learning_rates)
+    self.seeds = seed_axis.SeedAxis(
+        range(seed, seed + num_seeds), learning_rates,
+        None if learning_rates is None else seed_axis.configured_learning_rate())
     self.run_dirs = self.seeds.run_dirs(base_dir)
     self.checkpoint_dirs = [os.path.join(d, "checkpoints") for d in self.run_dirs]
     self.checkpoint_dir = self.checkpoint_dirs[0]
@@ -143,9 +151,9 @@ class FixedReplayRunner:
     self._keys = [jax.random.PRNGKey(k) for k in self.seeds.seeds]
     state_spec = agent_common.state_spec(self.replay.state_shape,
                                          self.replay.observation_dtype)
-    self._initial_state = self.seeds.stack([
+    self._initial_state = self.seeds.stack([self.seeds.member_state(
         common.init_agent_state(self.agent, jax.random.fold_in(key, 0), state_spec,
-                                self.replay.replay_dir) for key in self._keys])
+                                self.replay.replay_dir), k) for k, key in enumerate(self._keys)])
     # What Params/distance_from_init is measured from: a function of the seed, so a
     # resumed run has them too. A copy, since the train step may donate the state.
     self._initial_params = jax.tree.map(jax.numpy.copy, self._initial_state.params)
@@ -170,7 +178,8 @@ class FixedReplayRunner:
     shape = dict(stack_size=self.replay.stack_size, update_horizon=self.agent.update_horizon,
                  gamma=self.agent.gamma)
     sample = common.make_sampler(sampler.sample_transitions, self.agent.batch_size, **shape)
-    step = learner.make_train_step(self.agent.loss, self.agent.optimizer, sample,
+    step = learner.make_train_step(self.agent.loss, self.seeds.optimizer(self.agent.optimizer),
+                                   sample,
                                    self.agent.target_update_period)
     donate = backend != "cpu"  # XLA:CPU cannot donate buffers; it would only warn.
     num_calls, remainder = divmod(training_steps, self.fused_steps)
@@ -275,7 +284,8 @@ class FixedReplayRunner:
     for checkpoint_dir, seed_state, totals in zip(
         self.checkpoint_dirs, self.seeds.split(state), self.seeds.split(position["totals"])):
       path = checkpointing.save_partial(checkpoint_dir, iteration, {
-          "agent": seed_state, "position": {**position, "totals": totals}})
+          "agent": self.seeds.solo_state(seed_state),
+          "position": {**position, "totals": totals}})
     steps = self._steps_before(position["calls"])
     raise self._stop.preempted(
         f"in iteration {iteration + 1} of {self.num_iterations}, after {steps} of its "
@@ -290,7 +300,7 @@ class FixedReplayRunner:
     saved = [checkpointing.read_partial(d, iteration) for d in self.checkpoint_dirs]
     if any(entry is None for entry in saved):
       return state, start
-    template = {"agent": self.seeds.split(state)[0],
+    template = {"agent": self.seeds.solo_state(self.seeds.split(state)[0]),
                 "position": {**start, "totals": self.seeds.split(start["totals"])[0]}}
     restored = [flax.serialization.from_state_dict(template, entry) for entry in saved]
     positions = [entry["position"] for entry in restored]
@@ -301,7 +311,8 @@ class FixedReplayRunner:
                     totals=self.seeds.stack([p["totals"] for p in positions]))
     log.info("Continuing iteration %d from its partial checkpoint (%d of %d train calls "
              "done).", iteration + 1, position["calls"], len(self._calls()))
-    agent = self.seeds.stack([entry["agent"] for entry in restored])
+    agent = self.seeds.stack([self.seeds.member_state(entry["agent"], k)
+                              for k, entry in enumerate(restored)])
     return jax.device_put(agent), position
 
   def run_iteration(self, state, iteration: int, position: Optional[dict] = None):
@@ -389,9 +400,10 @@ class FixedReplayRunner:
     iteration = checkpointing.newest_common_iteration(self.checkpoint_dirs)
     if iteration < 0:
       return 0, self._initial_state
-    template = self.seeds.split(self._initial_state)[0]
-    state = self.seeds.stack([checkpointing.restore(d, iteration, template)
-                              for d in self.checkpoint_dirs])
+    template = self.seeds.solo_state(self.seeds.split(self._initial_state)[0])
+    state = self.seeds.stack([
+        self.seeds.member_state(checkpointing.restore(d, iteration, template), k)
+        for k, d in enumerate(self.checkpoint_dirs)])
     return iteration + 1, state
 
   def run(self) -> dict[str, float]:
@@ -421,7 +433,7 @@ class FixedReplayRunner:
     log.info("Data: %s", self.replay.describe())
     log.info("Environment: %s", self.environment_description)
     if self.seeds.vmapped:
-      log.info("Seeds %s in one program; their runs: %s", self.seeds.seeds,
+      log.info("%s in one program; their runs: %s", self.seeds.describe().capitalize(),
                ", ".join(self.run_dirs))
     if self._stream is not None:
       log.info("Streaming: %s", self._stream.describe())
@@ -455,7 +467,8 @@ class FixedReplayRunner:
       for writer, image in zip(writers, images):
         writer.image("Features/gram", image, iteration)
     for checkpoint_dir, seed_state in zip(self.checkpoint_dirs, self.seeds.split(state)):
-      checkpointing.save(checkpoint_dir, iteration, seed_state, keep=self.keep_checkpoints)
+      checkpointing.save(checkpoint_dir, iteration, self.seeds.solo_state(seed_state),
+                         keep=self.keep_checkpoints)
     mean = lambda tag: float(np.mean([m.get(tag, float("nan")) for m in metrics]))
     seeds = f" (mean of {len(metrics)} seeds)" if self.seeds.vmapped else ""
     progress.done(iteration + 1, (

@@ -34,6 +34,8 @@ STALE_AFTER_S = 3600.0
 SRANK_TAG = "Rank/srank"
 RETURN_TAG = "Eval/AverageReturn"
 _SEED_DIR = re.compile(r"^seed_-?\d+$")
+# Member directories of a vmapped run: seed_<k>/, or lr_<rate>/seed_<k>/.
+_MEMBER_GLOBS = ("seed_*", os.path.join("lr_*", "seed_*"))
 _CHECKPOINT = re.compile(r"^ckpt_(\d+)\.msgpack$")
 _RUNNER = re.compile(r"^\s*create_runner\.runner_fn\s*=\s*@([\w.]+)", re.M)
 _NUM_ITERATIONS = re.compile(r"^\s*([\w.]+)\.num_iterations\s*=\s*(\d+)\s*$", re.M)
@@ -75,13 +77,15 @@ def completed_iterations(run_dir: str) -> int:
 
 
 def _seed_dirs(run_dir: str) -> list[str]:
-  """The seed_<k>/ run directories of a run of vmapped seeds."""
-  try:
-    names = os.listdir(run_dir)
-  except OSError:
-    return []
-  return [os.path.join(run_dir, n) for n in sorted(names)
-          if _SEED_DIR.match(n) and os.path.isdir(os.path.join(run_dir, n, "checkpoints"))]
+  """The member run directories (seed_<k>/, lr_<rate>/seed_<k>/) of a vmapped run."""
+  return [d for d in _member_dirs(run_dir)
+          if _SEED_DIR.match(os.path.basename(d))
+          and os.path.isdir(os.path.join(d, "checkpoints"))]
+
+
+def _member_dirs(run_dir: str) -> list[str]:
+  return sorted(d for pattern in _MEMBER_GLOBS
+                for d in glob.glob(os.path.join(run_dir, pattern)))
 
 
 def num_iterations(run_dir: str, bindings: Sequence[str] = ()) -> Optional[int]:
@@ -107,9 +111,9 @@ def num_iterations(run_dir: str, bindings: Sequence[str] = ()) -> Optional[int]:
 
 def _last_values(run_dir: str) -> tuple[Optional[float], Optional[float], int]:
   """(srank, return, folders read): the newest values in each events folder of the
-  run (run_dir itself, or seed_<k>/ of the gridworld), averaged over folders."""
+  run (run_dir itself, or its members' seed_<k>/ or lr_<rate>/seed_<k>/), averaged over folders."""
   folders = [run_dir] if glob.glob(os.path.join(run_dir, _EVENTS)) else sorted(
-      glob.glob(os.path.join(run_dir, "seed_*")))
+      _member_dirs(run_dir))
   per_tag: dict[str, list[float]] = {SRANK_TAG: [], RETURN_TAG: []}
   read = 0
   for folder in folders:
@@ -132,7 +136,7 @@ def _last_values(run_dir: str) -> tuple[Optional[float], Optional[float], int]:
 def _last_write(run_dir: str, log: Optional[str]) -> Optional[float]:
   paths = [os.path.join(run_dir, run_lib.STATUS_FILE), os.path.join(run_dir, "checkpoints")]
   paths += glob.glob(os.path.join(run_dir, _EVENTS))
-  paths += glob.glob(os.path.join(run_dir, "seed_*", _EVENTS))
+  paths += [p for d in _member_dirs(run_dir) for p in glob.glob(os.path.join(d, _EVENTS))]
   if log:
     paths.append(log)
   times = []
