@@ -1,7 +1,7 @@
-r"""Seed-steps per second of the vmapped bsuite program, at 1, 8 and 64 seeds.
+r"""Member-steps per second of the vmapped bsuite program: 1, 8, 64 seeds, 8 rates x 8 seeds.
 
-  python benchmarks/bsuite_lab_throughput.py                 # 1, 8, 64 seeds
-  python benchmarks/bsuite_lab_throughput.py --seeds 1,8 --steps 2000
+  python benchmarks/bsuite_lab_throughput.py                 # 1, 8, 64 seeds; 8x8
+  python benchmarks/bsuite_lab_throughput.py --members 1,8,4x8 --steps 2000
   python benchmarks/bsuite_lab_throughput.py --smoke         # tiny: shows that it runs
                                                              # (random catch-shaped data)
 
@@ -10,7 +10,9 @@ Runs, one after the other in one invocation, `train.py` with gin_configs/bsuite/
 dataset (logged on first use), with `FixedReplayRunner.num_seeds` = S and one iteration
 of --steps gradient steps and no evaluation, and reads the run's own
 Train/StepsPerSecond (gradient steps of the program per second, compile time excluded).
-Seed-steps/s = S x that. Prints a markdown table with the speed-up over one seed, the
+A member spec "S" is S seeds; "SxL" is S seeds x L learning rates
+(`FixedReplayRunner.learning_rates`, log-spaced from 1e-4 to 1e-2), S x L members.
+Member-steps/s = members x that. Prints a markdown table with the speed-up over one seed, the
 ratio the runs measured side by side give; absolute figures move with the machine's
 load.
 """
@@ -26,7 +28,8 @@ sys.path.insert(0, REPO)
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--seeds", default="1,8,64")
+  p.add_argument("--members", default="1,8,64,8x8",
+                 help="comma-separated: S (seeds) or SxL (seeds x learning rates)")
   p.add_argument("--steps", type=int, default=10_000)
   p.add_argument("--dataset_steps", type=int, default=100_000,
                  help="bsuite_dataset.num_steps (the lab's default dataset)")
@@ -48,13 +51,28 @@ def random_catch_dataset(replay_dir, size=1000) -> None:
                   observation_dtype=np.float32)
 
 
-def steps_per_second(base_dir, num_seeds, steps, dataset) -> float:
+def parse_member(spec: str) -> tuple[int, int]:
+  """'8' -> (8 seeds, 1 rate); '8x4' -> (8, 4)."""
+  seeds, _, rates = spec.partition("x")
+  try:
+    return int(seeds), int(rates or 1)
+  except ValueError:
+    raise SystemExit(f"--members: {spec!r} is not S or SxL") from None
+
+
+def learning_rates(count: int) -> list[float]:
+  return [float(f"{10 ** (-4 + 2 * i / max(count - 1, 1)):.3g}") for i in range(count)]
+
+
+def steps_per_second(base_dir, num_seeds, num_rates, steps, dataset) -> float:
   from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
+  rates = learning_rates(num_rates) if num_rates > 1 else None
   bindings = [f"FixedReplayRunner.num_seeds = {num_seeds}",
               "FixedReplayRunner.num_iterations = 1",
               f"FixedReplayRunner.training_steps = {steps}",
               "FixedReplayRunner.evaluation_steps = 0",
-              dataset]
+              dataset] + (
+                  [] if rates is None else [f"FixedReplayRunner.learning_rates = {rates}"])
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={base_dir}",
        f"--gin_files={os.path.join(REPO, 'gin_configs', 'bsuite', 'dqn.gin')}",
@@ -63,12 +81,14 @@ def steps_per_second(base_dir, num_seeds, steps, dataset) -> float:
   if result.returncode != 0:
     raise SystemExit(f"train.py failed for {num_seeds} seeds:\n{result.stderr[-3000:]}")
   run_dir = base_dir if num_seeds == 1 else os.path.join(base_dir, "seed_0")
+  if rates is not None:
+    run_dir = os.path.join(base_dir, f"lr_{rates[0]}", "seed_0")
   return float(summary_writer.read_scalars(run_dir)["Train/StepsPerSecond"][0][0])
 
 
 def main(argv):
   args = parse_args(argv)
-  seeds = [1, 2] if args.smoke else [int(s) for s in args.seeds.split(",")]
+  members = [parse_member(m) for m in ("1,2,1x2" if args.smoke else args.members).split(",")]
   steps = 200 if args.smoke else args.steps
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -76,16 +96,18 @@ def main(argv):
     if args.smoke:
       random_catch_dataset(os.path.join(tmp, "data"))
       dataset = f"load_fixed_replay.replay_dir = '{os.path.join(tmp, 'data')}'"
-    for s in seeds:
-      rate = steps_per_second(os.path.join(tmp, f"s{s}"), s, steps, dataset)
-      rows.append((s, rate, s * rate))
-      print(f"{s} seeds: {rate:.0f} program steps/s, {s * rate:.0f} seed-steps/s",
-            flush=True)
-  base = rows[0][2]
-  print("\n| seeds | program steps/s | seed-steps/s | vs 1 seed |")
-  print("| --- | --- | --- | --- |")
-  for s, rate, seed_rate in rows:
-    print(f"| {s} | {rate:.0f} | {seed_rate:.0f} | {seed_rate / base:.2f}x |")
+    for s, l in members:
+      rate = steps_per_second(os.path.join(tmp, f"s{s}x{l}"), s, l, steps, dataset)
+      rows.append((s, l, rate, s * l * rate))
+      print(f"{s} seeds x {l} learning rates: {rate:.0f} program steps/s, "
+            f"{s * l * rate:.0f} member-steps/s", flush=True)
+  base = rows[0][3] / (rows[0][0] * rows[0][1])
+  print("\n| members | seeds | learning rates | program steps/s | member-steps/s | "
+        "vs 1 member |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for s, l, rate, member_rate in rows:
+    print(f"| {s * l} | {s} | {l} | {rate:.0f} | {member_rate:.0f} | "
+          f"{member_rate / base:.2f}x |")
 
 
 if __name__ == "__main__":

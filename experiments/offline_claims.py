@@ -17,6 +17,9 @@ committed studies and one that depends on them:
 They are launched in that order through the study launcher on --executor (local:
 --max_parallel runs at a time), which skips finished runs and resumes interrupted ones,
 so an interrupted script is rerun as it is. Runs live in --out/<study>/<setting>/seed_<k>.
+Finished runs are archived without their checkpoints into --results/<study> (committed
+under results/), which a later invocation, on this machine or another, restores first:
+the studies accumulate across machines whose disks do not last.
 
 Report (docs/offline_claims.md, .png and _values.png): per setting, the srank peak and
 fall, return, QMax and Q(s, a_data) beside the data's Monte-Carlo return, the feature dot
@@ -53,6 +56,9 @@ STUDIES = (("main", "studies/offline_claims.toml"),
 FQE_STUDY, FQE_SETTING, FQE_POLICY = "fqe", "fqe_10", "dqn_10"
 FQE_BINDINGS = ["DQNAgent.backup = 'fqe'", "DQNAgent.double_dqn = False",
                 "DQNAgent.evaluation_policy = @CheckpointPolicy"]
+# The runs whose final network is read after training (FQE of dqn_10's policy;
+# experiments/robustness.py): their newest checkpoint is archived with them.
+ARCHIVED_CHECKPOINTS = ("dqn_10/seed_[0-2]", "bc_10/seed_[0-2]")
 LAST = 3      # final = mean of the last LAST iterations
 WINDOW = 3    # moving-average width of peaks
 LEARNING_RATES = {"lr3e-5_10": 3e-5, "dqn_10": 1e-4, "lr3e-4_10": 3e-4, "lr1e-3_10": 1e-3}
@@ -72,6 +78,9 @@ def parse_args(argv):
                       help="local executor: runs at a time")
   parser.add_argument("--no_launch", action="store_true",
                       help="only report the runs already finished")
+  parser.add_argument("--results", default=os.path.join(REPO, "results", "offline_claims"),
+                      help="the studies' archives (finished runs without checkpoints): "
+                      "restored into --out before launching, updated after; '' for none")
   parser.add_argument("--doc", default=os.path.join(REPO, "docs", "offline_claims"),
                       help="writes <doc>.md, <doc>.png and <doc>_values.png")
   return parser.parse_args(argv)
@@ -137,7 +146,8 @@ def launch(args):
   files.append((FQE_STUDY, fqe_file))
   study_launch.launch_in_order(
       [(name, path, os.path.join(args.out, name)) for name, path in files],
-      args.executor, args.max_parallel)
+      args.executor, args.max_parallel, archive_dir=args.results or None,
+      archive_checkpoints=ARCHIVED_CHECKPOINTS)
 
 
 # --- reading runs ---------------------------------------------------------------------
@@ -416,6 +426,11 @@ def main(argv):
   args = parse_args(argv)
   if not args.no_launch:
     launch(args)
+  elif args.results:  # the report reads --out: the archived runs go there first
+    from batch_rl.study import archive  # pylint: disable=g-import-not-at-top
+    for name in (n for n, _ in STUDIES + ((FQE_STUDY, None),)):
+      if os.path.isdir(os.path.join(args.results, name)):
+        archive.archive(os.path.join(args.results, name), os.path.join(args.out, name))
   main_study = study_data("main")
   steps, iterations = training_steps(main_study), num_iterations(main_study)
   logs, unfinished = load(settings(args.out), iterations)

@@ -74,12 +74,14 @@ def matching(lines_or_rows, pattern: str) -> list:
 
 
 def check_bsuite_lab_throughput(output: str) -> None:
-  rows = table(output, "| seeds |")
-  assert [int(r[0]) for r in rows] == [1, 2]
-  for seeds, program_rate, seed_rate, ratio in rows:
-    assert figure(seed_rate) == pytest.approx(int(seeds) * positive(program_rate), rel=0.01)
+  rows = table(output, "| members |")
+  assert [(int(r[1]), int(r[2])) for r in rows] == [(1, 1), (2, 1), (1, 2)]
+  for members, seeds, rates, program_rate, member_rate, ratio in rows:
+    assert int(members) == int(seeds) * int(rates)
+    assert figure(member_rate) == pytest.approx(int(members) * positive(program_rate),
+                                                rel=0.01)
     positive(ratio)
-  assert rows[0][3] == "1.00x"
+  assert rows[0][5] == "1.00x"
 
 
 def check_checkpoint_cost(output: str) -> None:

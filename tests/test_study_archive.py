@@ -91,3 +91,32 @@ def test_archive_errors_name_the_directory(tmp_path, capsys):
     archive_lib.archive(str(study_dir), str(study_dir))
   assert study_main.main(["archive", str(study_dir), str(tmp_path / "b")]) == 0
   assert "2 run(s) archived" in capsys.readouterr().out
+
+
+def test_launch_in_order_restores_and_archives(tmp_path, monkeypatch):
+  """An experiments script's launcher: the archive's runs are restored first (so they
+  are skipped), and what finished is archived back even when the launch is stopped."""
+  path, study, study_dir = _study_dir(tmp_path)
+  archive_dir = tmp_path / "results"
+  archive_lib.archive(str(study_dir), str(archive_dir / "tiny"))
+  fresh = tmp_path / "fresh"
+  launched = []
+
+  def fake_launch(study_file, directory, executor, **options):
+    p = launch_lib.plan(spec.load(study_file), directory)
+    launch_lib.write_record(p)
+    launched.extend(name for name, action in p.actions.items() if action == "launch")
+    run = next(r for r in p.runs if r.name == "seed_1")  # it finishes, then a stop
+    os.makedirs(run.run_dir, exist_ok=True)
+    with open(os.path.join(run.run_dir, run_lib.STATUS_FILE), "w") as f:
+      json.dump({"state": "done"}, f)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(launch_lib, "launch", fake_launch)
+  with pytest.raises(KeyboardInterrupt):
+    launch_lib.launch_in_order([("tiny", str(path), str(fresh / "tiny"))], "local",
+                               archive_dir=str(archive_dir))
+  assert launched == ["seed_1"]
+  states = {s.name: s.state for s in status_lib.collect(str(archive_dir / "tiny"),
+                                                         scalars=False)}
+  assert states == {"seed_0": "done", "seed_1": "done", "seed_2": "done"}

@@ -6,6 +6,7 @@ offline run with a checkpoint (a vmapped run's top directory, an online or gridw
 run, a run that has not checkpointed yet) before anything is read or written.
 """
 import inspect
+import glob
 import os
 from typing import NamedTuple, Sequence
 
@@ -53,9 +54,9 @@ def open_offline_run(run_dir: str, gin_files: Sequence[str], bindings: Sequence[
   from batch_rl.validation import ConfigError  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(run_dir, run_dir_lib.OPERATIVE_FILE)
   if not os.path.isfile(config_path):
-    seeds = sorted(d for d in os.listdir(run_dir) if d.startswith("seed_")) if os.path.isdir(
-        run_dir) else []
-    hint = (f" It holds the seeds of a vmapped run: pass one of {', '.join(seeds)}."
+    seeds = sorted(os.path.relpath(d, run_dir) for pattern in ("seed_*", "lr_*/seed_*")
+                   for d in glob.glob(os.path.join(run_dir, pattern)))
+    hint = (f" It holds the members of a vmapped run: pass one of {', '.join(seeds)}."
             if seeds else "")
     raise ConfigError(f"--run_dir={run_dir} is not a run directory: it has no "
                       f"{run_dir_lib.OPERATIVE_FILE}.{hint}")

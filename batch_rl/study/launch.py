@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from batch_rl import validation
+from batch_rl.study import archive as archive_lib
 from batch_rl.study import files
 from batch_rl.study import run as run_lib
 from batch_rl.study import spec
@@ -271,9 +272,16 @@ def script_options(executor: str, max_parallel: int = 1) -> dict:
 
 
 def launch_in_order(studies: Sequence[tuple[str, str, str]], executor: str,
-                    max_parallel: int = 1, retry_failed: bool = False) -> None:
+                    max_parallel: int = 1, retry_failed: bool = False,
+                    archive_dir: Optional[str] = None,
+                    archive_checkpoints: Sequence[str] = ()) -> None:
   """Launches (name, study file, study directory) one study after another, printing a
   line per study, as the experiments scripts do before they report.
+
+  With `archive_dir`, each study's archive (archive.py), archive_dir/<name>, is first
+  restored into its study directory, so the runs it holds are skipped, and the finished
+  runs are archived back into it when the study's launch returns or is interrupted
+  (`archive_checkpoints`: the run-name patterns whose newest checkpoint is kept).
 
   Raises:
     SystemExit naming the study, and its status command, whose runs did not all end
@@ -283,7 +291,18 @@ def launch_in_order(studies: Sequence[tuple[str, str, str]], executor: str,
   start = time.perf_counter()
   for i, (name, path, study_dir) in enumerate(studies):
     t0 = time.perf_counter()
-    result = launch(path, study_dir, executor, retry_failed=retry_failed, **options)
+    archived = None if archive_dir is None else os.path.join(archive_dir, name)
+    if archived is not None and os.path.isdir(archived):
+      restored = archive_lib.archive(archived, study_dir)
+      print(f"study {name}: {len(restored.copied)} finished run(s) restored from {archived}",
+            flush=True)
+    try:
+      result = launch(path, study_dir, executor, retry_failed=retry_failed, **options)
+    finally:
+      if archived is not None and read_record(study_dir) is not None:
+        print(f"study {name}: " + archive_lib.describe(
+            archive_lib.archive(study_dir, archived, archive_checkpoints), archived),
+              flush=True)
     failed = {k: v for k, v in result.summary.items() if k != "done"}
     if failed:
       raise SystemExit(f"{name}: runs ended {failed}; see `python -m batch_rl.study "
