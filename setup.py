@@ -26,6 +26,7 @@ setuptools.setup(
         "ale-py>=0.12",  # its C++ vector env runs the Atari evaluation
         "gymnasium>=1.0",
         "minatar>=1.0.15",
+        "mujoco>=3.0",  # gymnasium's MuJoCo tasks (Hopper-v5, ...): continuous control
         "bsuite>=0.3.6",  # catch, cartpole, mountain_car: the empirical study's offline lab
         "opencv-python-headless>=4.8",
         # analysis/: reading TensorBoard logs into tables and drawing the papers' figures.

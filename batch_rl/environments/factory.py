@@ -9,6 +9,7 @@ from batch_rl.environments.atari import AtariEnvironment
 from batch_rl.environments.bsuite_env import BsuiteEnvironment
 from batch_rl.environments.classic_control import GymEnvironment
 from batch_rl.environments.minatar import MinAtarEnvironment
+from batch_rl.environments.mujoco_env import MujocoEnvironment
 
 
 @runtime_checkable
@@ -21,7 +22,8 @@ class Environment(Protocol):
   Attributes:
     observation_spec: `specs.ObservationSpec`, shape and dtype of ONE observation as
       stored in the replay: uint8 (84, 84) for Atari, uint8 (10, 10, C) for MinAtar,
-      float32 (4,) for gym:CartPole-v1, float32 (10, 5) for bsuite:catch.
+      float32 (4,) for gym:CartPole-v1, float32 (10, 5) for bsuite:catch, float32
+      (11,) for mujoco:Hopper-v5.
     action_spec: `specs.DiscreteActionSpec(num_actions)` (actions are the ints in
       [0, num_actions), stored int32) or `specs.BoxActionSpec(shape, low, high)`
       (float32 action vectors).
@@ -69,7 +71,8 @@ def action_spec_of(env) -> specs.ActionSpec:
 
 
 _FAMILIES = {"atari": AtariEnvironment, "minatar": MinAtarEnvironment,
-             "gym": GymEnvironment, "bsuite": BsuiteEnvironment}
+             "gym": GymEnvironment, "bsuite": BsuiteEnvironment,
+             "mujoco": MujocoEnvironment}
 
 
 @gin.configurable
@@ -79,12 +82,13 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
   Args:
     name: 'atari:<Game>' (e.g. 'atari:Pong', 'atari:SpaceInvaders'),
       'minatar:<game>' (e.g. 'minatar:breakout'), 'gym:<id>' (gymnasium's classic
-      control, e.g. 'gym:CartPole-v1') or 'bsuite:<name>' ('bsuite:catch',
-      'bsuite:cartpole', 'bsuite:mountain_car').
+      control, e.g. 'gym:CartPole-v1'), 'bsuite:<name>' ('bsuite:catch',
+      'bsuite:cartpole', 'bsuite:mountain_car') or 'mujoco:<id>' (gymnasium's MuJoCo
+      locomotion tasks, continuous actions, e.g. 'mujoco:Hopper-v5').
     seed: passed to the environment's constructor.
     **overrides: further constructor kwargs (e.g. sticky_action_prob). Anything not
       given here can be bound in gin on AtariEnvironment / MinAtarEnvironment /
-      GymEnvironment / BsuiteEnvironment.
+      GymEnvironment / BsuiteEnvironment / MujocoEnvironment.
 
   Raises:
     ValueError: unknown family or game; the message lists the valid choices.
@@ -94,7 +98,7 @@ def create_environment(name: str, seed: int, **overrides) -> Environment:
     raise ValueError(
         f"Unknown environment {name!r}: expected '<family>:<game>' with family one of "
         f"{', '.join(repr(f) for f in _FAMILIES)}, e.g. 'atari:Pong', "
-        f"'minatar:breakout', 'gym:CartPole-v1' or 'bsuite:catch'."
+        f"'minatar:breakout', 'gym:CartPole-v1', 'bsuite:catch' or 'mujoco:Hopper-v5'."
     )
   return _FAMILIES[family](game, seed=seed, **overrides)
 
