@@ -128,7 +128,7 @@ def test_unknown_gym_names_list_the_valid_ones():
                                        r"Acrobot-v1, MountainCar-v0"):
     factory.create_environment("gym:CartPole-v0", seed=0)
   with pytest.raises(ValueError, match=r"'atari', 'minatar', 'gym'"):
-    factory.create_environment("mujoco:HalfCheetah", seed=0)
+    factory.create_environment("dmc:cheetah-run", seed=0)
 
 
 def test_evaluation_stacks_states_of_the_environments_dtype():

@@ -74,7 +74,7 @@ def test_report_states_each_claim_from_paired_seeds(tmp_path):
   for s in range(4):
     write_run(str(out / "main" / "dqn_100" / f"seed_{s}"), _curves(n, rise, ret))
   doc = str(tmp_path / "doc")
-  script.main(["--no_launch", "--out", str(out), "--doc", doc])
+  script.main(["--no_launch", "--out", str(out), "--doc", doc, "--results", ""])
   text = open(doc + ".md").read()
   rows = {line.split(" | ")[1]: line for line in text.splitlines()
           if line.startswith("| 1 ")}
@@ -103,4 +103,5 @@ def test_report_states_each_claim_from_paired_seeds(tmp_path):
 def test_report_refuses_when_nothing_has_finished(tmp_path):
   script = _load_script()
   with pytest.raises(SystemExit, match="No setting has all its runs finished"):
-    script.main(["--no_launch", "--out", str(tmp_path), "--doc", str(tmp_path / "d")])
+    script.main(["--no_launch", "--out", str(tmp_path), "--doc", str(tmp_path / "d"),
+                 "--results", ""])

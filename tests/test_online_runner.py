@@ -144,7 +144,7 @@ def test_same_seed_same_run(tmp_path):
     (dict(game="pong"), r"Unknown MinAtar game 'pong'.*Valid games: asterix, breakout"),
     (dict(domain="atari", game="Breakoutt"),
      r"Unknown Atari game 'Breakoutt'\. Did you mean 'Breakout'.*Valid games .*Pong, "),
-    (dict(domain="mujoco"), r"Unknown environment 'mujoco:breakout'.*'atari', 'minatar'"),
+    (dict(domain="procgen"), r"Unknown environment 'procgen:breakout'.*'atari', 'minatar'"),
 ])
 def test_bad_input_fails_before_writing(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):

@@ -120,3 +120,15 @@ def test_launch_in_order_restores_and_archives(tmp_path, monkeypatch):
   states = {s.name: s.state for s in status_lib.collect(str(archive_dir / "tiny"),
                                                          scalars=False)}
   assert states == {"seed_0": "done", "seed_1": "done", "seed_2": "done"}
+
+
+def test_a_run_already_in_the_destination_is_never_overwritten(tmp_path):
+  path, study, study_dir = _study_dir(tmp_path)
+  dest = tmp_path / "other"
+  (dest / "seed_0").mkdir(parents=True)
+  (dest / "seed_0" / "config.gin").write_text("another run")
+  result = archive_lib.archive(str(study_dir), str(dest))
+  assert result.refused == ["seed_0"] and result.copied == ["seed_2"]
+  assert (dest / "seed_0" / "config.gin").read_text() == "another run"
+  assert not (dest / "seed_0" / run_lib.STATUS_FILE).exists()
+  assert "already holds another, unfinished run" in archive_lib.describe(result, str(dest))

@@ -12,7 +12,8 @@ command with the two swapped) before a `launch` makes the launcher skip the runs
 holds. That is how a long study accumulates on machines whose disks do not last:
 archive what finished, keep the archive, restore it next time. Unfinished runs are
 never copied (a partial run without its checkpoints could not resume), and a run
-already in DEST is replaced only by a finished copy of itself. Each run is copied to a
+directory of DEST that already holds files of an unfinished run is left as it is
+(reported), so an archive is never mixed into another run. Each run is copied to a
 temporary folder beside its place and renamed into it, so an interrupted archive leaves
 whole runs only.
 """
@@ -37,6 +38,7 @@ class ArchiveResult:
   kept: list[str] = dataclasses.field(default_factory=list)         # already in DEST
   unfinished: list[str] = dataclasses.field(default_factory=list)   # not copied
   checkpoints: list[str] = dataclasses.field(default_factory=list)  # runs with one kept
+  refused: list[str] = dataclasses.field(default_factory=list)  # DEST holds another run
 
 
 def _newest_checkpoint(run_dir: str) -> str | None:
@@ -52,6 +54,14 @@ def _newest_checkpoint(run_dir: str) -> str | None:
 def _is_done(run_dir: str) -> bool:
   status = files.read_json(os.path.join(run_dir, run_lib.STATUS_FILE)) or {}
   return status.get("state") == run_lib.DONE
+
+
+def _occupied(run_dir: str) -> bool:
+  """Whether run_dir holds anything of a run (the launcher's study_run.json aside)."""
+  try:
+    return any(name != run_lib.RUN_FILE for name in os.listdir(run_dir))
+  except OSError:
+    return False
 
 
 def _copy_run(source: str, target: str, keep_checkpoint: bool) -> bool:
@@ -101,6 +111,9 @@ def archive(study_dir: str, dest: str, checkpoints: Sequence[str] = ()) -> Archi
     if _is_done(target) and not (keep and _newest_checkpoint(target) is None):
       result.kept.append(name)
       continue
+    if _occupied(target) and not _is_done(target):
+      result.refused.append(name)  # another run's files: never mixed or replaced
+      continue
     if _copy_run(source, target, keep):
       result.checkpoints.append(name)
     result.copied.append(name)
@@ -110,6 +123,9 @@ def archive(study_dir: str, dest: str, checkpoints: Sequence[str] = ()) -> Archi
 def describe(result: ArchiveResult, dest: str) -> str:
   lines = [f"{len(result.copied)} run(s) archived into {dest}, {len(result.kept)} already "
            f"there, {len(result.unfinished)} unfinished and not copied."]
+  if result.refused:
+    lines.append(f"Not copied, since {dest} already holds another, unfinished run in "
+                 f"their directories: {', '.join(result.refused)}.")
   if result.checkpoints:
     lines.append(f"Newest checkpoint kept for: {', '.join(result.checkpoints)}.")
   return "\n".join(lines)
