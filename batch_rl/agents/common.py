@@ -129,6 +129,11 @@ class ValueAgent:
 
   # Whether the loss weights each sample by a prioritized batch's `weight`.
   supports_prioritized_replay = False
+  # Discrete actions (runners pass `num_actions`); agents/base.py's ContinuousAgent
+  # is the other kind.
+  continuous_actions = False
+  # The target network is copied every `target_update_period` steps, not averaged.
+  target_update_tau = None
 
   def _setup(self, *, num_actions: int, network, optimizer_fn, gamma: float,
              update_horizon: int, batch_size: int, target_update_period: int,
@@ -191,6 +196,11 @@ class ValueAgent:
     `key` is one key, or B keys, one per row)."""
     return epsilon_greedy(self.apply(params, states).q_values, key, epsilon)
 
+  def evaluation_act(self, params: Any, states: jax.Array, key: jax.Array,
+                     epsilon: float) -> jax.Array:
+    """The evaluation's policy: `act` (epsilon-greedy at the evaluation's epsilon)."""
+    return self.act(params, states, key, epsilon)
+
   def backup_next_action(self, params: Any, target_params: Any, batch,
                          key: jax.Array) -> jax.Array:
     """int32 [B]: the a' this agent's backup uses at s' (diagnostics, DR3 with actions).
@@ -220,7 +230,7 @@ class ValueAgent:
       base_tag: tag under which base_loss is logged when regularisers are on (None:
         the agent logs it itself).
     """
-    loss = base_loss
+    inputs = None
     if self.regularizers:
       inputs = regularizer_terms.LossInputs(
           q_values=q_values, phi=online.representation,
@@ -229,15 +239,26 @@ class ValueAgent:
           state=batch.state, kl=online.kl,
           forward=lambda states, k: self.apply(params, states, k),
           target_forward=lambda states: self.apply(target_params, states))
-      keys = jax.random.split(key, len(self.regularizers))
-      for term, term_key in zip(self.regularizers, keys):
-        value, term_metrics = term(inputs, term_key)
-        loss = loss + value
-        metrics.update(term_metrics)
-      if base_tag is not None:
-        metrics[base_tag] = base_loss
-    metrics["Train/Loss"] = loss
-    return loss
+    return add_terms(base_loss, metrics, self.regularizers, inputs, key, base_tag)
+
+
+def add_terms(base_loss: jax.Array, metrics: dict[str, jax.Array],
+              terms: Sequence[regularizer_terms.Regularizer],
+              inputs: Optional[regularizer_terms.LossInputs], key: jax.Array,
+              base_tag: Optional[str]) -> jax.Array:
+  """base_loss + each term's value on `inputs` (one key each, split from `key`);
+  fills `metrics` in place with the terms' tags, base_loss under `base_tag` when there
+  are terms (None: the caller logs it), and the sum under Train/Loss."""
+  loss = base_loss
+  if terms:
+    for term, term_key in zip(terms, jax.random.split(key, len(terms))):
+      value, term_metrics = term(inputs, term_key)
+      loss = loss + value
+      metrics.update(term_metrics)
+    if base_tag is not None:
+      metrics[base_tag] = base_loss
+  metrics["Train/Loss"] = loss
+  return loss
 
 
 def _build_network(network, num_actions: int, outputs_per_action: int,

@@ -101,13 +101,23 @@ def create_optimizer(name: str = "adam", learning_rate: float = 5e-5, eps: float
   return opt
 
 
+def update_target(params: Any, target_params: Any, step: jax.Array, period: int,
+                  tau: Optional[float] = None) -> Any:
+  """The target after gradient step `step`: after every `period`-th step, a copy of
+  the online parameters (tau None: DQN) or the Polyak average (1 - tau) target + tau
+  online (SAC); unchanged otherwise. No host branch."""
+  new_target = params if tau is None else optax.incremental_update(params, target_params,
+                                                                   tau)
+  return optax.periodic_update(new_target, target_params, step, period)
+
+
 def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                target_update_period: int):
+                target_update_period: int, target_update_tau: Optional[float] = None):
   """Pure `(state, batch, loss_key, rng) -> (state, metrics)`: one gradient step on a
   given batch, then the target sync; `rng` becomes the new state's key.
 
-  The target network is overwritten by the online parameters after every
-  `target_update_period`-th gradient step (optax.periodic_update, no host branch).
+  The target network is updated after every `target_update_period`-th gradient step
+  (`update_target`: a copy, or with `target_update_tau` a Polyak average).
   `with_per_sample=True` also returns the per-sample losses of a prioritized batch
   (see make_train_step).
   """
@@ -137,8 +147,8 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation,
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
-    target_params = optax.periodic_update(params, state.target_params, step,
-                                          target_update_period)
+    target_params = update_target(params, state.target_params, step, target_update_period,
+                                  target_update_tau)
     new_state = TrainState(params, target_params, opt_state, rng, step)
     if with_per_sample:
       return new_state, metrics, per_sample
@@ -149,7 +159,8 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation,
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     sample_fn: SampleFn, target_update_period: int,
-                    update_priorities: Optional[Callable] = None):
+                    update_priorities: Optional[Callable] = None,
+                    target_update_tau: Optional[float] = None):
   """Pure `(state, data) -> (state, data, metrics)`: sample, one gradient step, target
   sync.
 
@@ -158,8 +169,9 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   `data = update_priorities(data, batch.index, per_sample_loss)`. The per-sample losses
   are the gradient of the loss with respect to those weights, times the batch size
   (d mean(w * l) / d w_i = l_i / B), so losses need not return them.
+  `target_update_tau`: as make_update.
   """
-  update = make_update(loss_fn, optimizer, target_update_period)
+  update = make_update(loss_fn, optimizer, target_update_period, target_update_tau)
 
   def train_step(state: TrainState, data: Any):
     rng, sample_key, loss_key = jax.random.split(state.rng, 3)
@@ -175,14 +187,15 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
 
 def make_tandem_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                            sample_fn: SampleFn, target_update_period: int,
-                           train_active: bool = True):
+                           train_active: bool = True,
+                           target_update_tau: Optional[float] = None):
   """Pure `((active, passive), data) -> ((active, passive), data, metrics)` for tandem
   RL (Ostrovski et al. 2021): both agents take a gradient step on the SAME minibatch,
   drawn with the active agent's key, so the active agent's trajectory is exactly that
   of a solo run. The passive agent's metrics are prefixed with "Passive/".
   `train_active=False` (forked tandem after the fork) freezes the active agent's
   parameters; only its key advances, so the batches are drawn as before."""
-  update = make_update(loss_fn, optimizer, target_update_period)
+  update = make_update(loss_fn, optimizer, target_update_period, target_update_tau)
 
   def train_step(states, data):
     active, passive = states

@@ -77,7 +77,10 @@ class Regularizer(Protocol):
   """A loss term: `term(inputs, key) -> (weighted value, {tag: unweighted value})`.
 
   `needs_next_representation` asks the agent for phi(s'); an optional
-  `network_options` dict asks for network attributes (e.g. {'bottleneck': 'vib'}).
+  `network_options` dict asks for network attributes (e.g. {'bottleneck': 'vib'});
+  `supports_continuous_actions` (absent: False) says the term reads only phi, phi_next,
+  the actions' match and the terminals, so an actor-critic agent can add it with
+  phi = phi(s, a) (agents/sac.py).
   """
 
   needs_next_representation: bool
@@ -98,6 +101,7 @@ class LpRegularizer:
   """
 
   needs_next_representation = False
+  supports_continuous_actions = True
 
   def __init__(self, coefficient: float = 0.001, method: str = "svd"):
     regularizers.check_coefficient("LpRegularizer.coefficient", coefficient)
@@ -123,6 +127,7 @@ class DR3Regularizer:
   """
 
   needs_next_representation = True
+  supports_continuous_actions = True
 
   def __init__(self, coefficient: float = 0.1, variant: str = "paper"):
     regularizers.check_coefficient("DR3Regularizer.coefficient", coefficient)

@@ -105,6 +105,8 @@ class LockstepEnvs:
     self.num_envs = len(self.envs)
     self.observation_spec = factory.observation_spec_of(self.envs[0])
     self.stack_size = self.envs[0].stack_size
+    # Action vectors (a continuous box) are passed on as they are, ints otherwise.
+    self.continuous = len(factory.action_spec_of(self.envs[0]).shape) > 0
     # An environment's `score(episode_returns)` (bsuite's), which EvalResult reports.
     self.score_fn = getattr(self.envs[0], "score", None)
 
@@ -125,7 +127,8 @@ class LockstepEnvs:
     terminals = np.zeros(self.num_envs, bool)
     truncated = np.zeros(self.num_envs, bool)
     for i in np.flatnonzero(active):
-      frame, rewards[i], terminals[i], truncated[i] = self.envs[i].step(int(actions[i]))
+      frame, rewards[i], terminals[i], truncated[i] = self.envs[i].step(
+          actions[i] if self.continuous else int(actions[i]))
       frames[i] = self.envs[i].reset() if terminals[i] or truncated[i] else frame
     return frames, rewards, terminals, truncated
 

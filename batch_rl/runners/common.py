@@ -18,6 +18,8 @@ from batch_rl.agents import base as agent_base
 from batch_rl.agents import learner
 from batch_rl.agents import common as agent_common
 from batch_rl.environments import evaluation
+from batch_rl.environments import factory
+from batch_rl.environments import specs
 from batch_rl.environments import perturbations
 from batch_rl.runners import run_dir
 from batch_rl.runners import seed_axis
@@ -102,9 +104,26 @@ def write_seed_configs(base_dir: str, seeds, run_dirs: Sequence[str], writers: S
     write_run_config(directory, [writer], texts, rewrite=rewrite)
 
 
-def build_agent(agent_fn: Callable, binding: str, **kwargs):
-  """agent_fn(**kwargs), checked against the agent contract (agents/base.py)."""
-  agent = agent_fn(**kwargs)
+def build_agent(agent_fn: Callable, binding: str, env, env_name: str):
+  """The agent for `env`'s actions, checked against its contract (agents/base.py):
+  agent_fn(num_actions=n) for discrete actions, agent_fn(action_spec=box) for
+  continuous ones. An agent class of the other kind (its `continuous_actions`) is
+  refused, naming `binding` and `env_name`, before it is built."""
+  spec = factory.action_spec_of(env)
+  continuous = isinstance(spec, specs.BoxActionSpec)
+  wants = getattr(agent_fn, "continuous_actions", None)
+  if wants is not None and bool(wants) != continuous:
+    name = getattr(agent_fn, "__name__", repr(agent_fn))
+    if continuous:
+      raise ConfigError(
+          f"`{binding}` = {name} is an agent for discrete actions, but {env_name} has "
+          f"continuous actions (a {spec.shape} box); bind an actor-critic agent "
+          "(@SACAgent, @CQLSACAgent; gin_configs/mujoco/).")
+    raise ConfigError(
+        f"`{binding}` = {name} is an agent for continuous actions, but {env_name} has "
+        f"{spec.num_actions} discrete actions; bind a value-based agent (@DQNAgent, ...).")
+  agent = agent_fn(action_spec=spec) if continuous else agent_fn(
+      num_actions=spec.num_actions)
   try:
     agent_base.check_agent(agent, binding)
   except TypeError as e:
@@ -176,7 +195,7 @@ class Evaluator:
       states = states.reshape(shape + states.shape[1:])
       keys = keys.reshape(shape + keys.shape[1:])
       actions = jax.vmap(act, in_axes=(0, 0, 0, None))(params, states, keys, epsilon)
-      return actions.reshape(-1)
+      return actions.reshape((-1,) + actions.shape[2:])  # [seeds * envs, *action]
 
     solo_act = lambda params, states, keys: act(params, states, keys, epsilon)
     return jax.jit(seeds_act if len(self.seeds) > 1 else solo_act)

@@ -42,6 +42,10 @@ def diagnose_fn(agent, sample_fn: Callable, srank_delta: float,
   # jnp.linalg.eig (eigenvalue srank, IUP Appendix A.7) has no TPU kernel.
   compute_srank_eig = jax.default_backend() != "tpu"
 
+  if getattr(agent, "continuous_actions", False):
+    return _continuous_diagnose(agent, sample_fn, srank_delta, layer_ranks,
+                                compute_srank_eig)
+
   def diagnose(params, target_params, data, key, initial_params=None):
     sample_key, backup_key = jax.random.split(key)
     batch = sample_fn(sample_key, data)
@@ -59,20 +63,64 @@ def diagnose_fn(agent, sample_fn: Callable, srank_delta: float,
       metrics[tag] = regularizers.dr3_penalty(
           online.representation, phi_next, action=batch.action, next_action=next_action,
           num_actions=agent.num_actions, config=action_dots)
-    q_data = losses.select(online.q_values, batch.action)
-    metrics["Value/QData"] = jnp.mean(q_data)
     metrics["Value/QMax"] = jnp.mean(jnp.max(online.q_values, axis=-1))
-    if batch.return_to_go is not None:
-      # Over/under-estimation against the discounted return the data actually got.
-      metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
-      metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
-    activations = _hidden_activations(agent, params, batch.state)
-    metrics.update(diagnostics.layer_dormant_fractions(activations))
-    metrics.update(diagnostics.layer_diagnostics(activations, srank_delta, layer_ranks))
-    metrics.update(diagnostics.parameter_diagnostics(params, initial_params))
+    _value_and_plasticity(metrics, losses.select(online.q_values, batch.action), batch,
+                          _hidden_activations(agent, params, batch.state), params,
+                          initial_params, srank_delta, layer_ranks)
     return metrics
 
   return diagnose
+
+
+def _continuous_diagnose(agent, sample_fn: Callable, srank_delta: float,
+                         layer_ranks: bool, compute_srank_eig: bool) -> Callable:
+  """The diagnostics of an actor-critic agent (agents/base.py's ContinuousAgent).
+
+  Phi is the critic's phi(s, a) at the dataset's (s, a); phi_next is phi(s', a') with
+  a' ~ pi(.|s') (the soft backup's action, DR3's actor-critic pairing), so
+  `Features/dot_next` and `Features/dot_next_backup` are the same dot product here;
+  `Features/dot_next_data` pairs s' with the dataset's next action. `Value/QMax` is
+  Q(s, a) at the policy's deterministic action, the actor's stand-in for max_a.
+  """
+
+  def diagnose(params, target_params, data, key, initial_params=None):
+    sample_key, backup_key = jax.random.split(key)
+    batch = sample_fn(sample_key, data)
+    online = agent.apply(params, batch.state, actions=batch.action)
+    next_action = agent.backup_next_action(params, target_params, batch, backup_key)
+    phi_next = agent.apply(params, batch.next_state, actions=next_action).representation
+    metrics = diagnostics.all_diagnostics(online.representation, phi_next,
+                                          delta=srank_delta,
+                                          compute_srank_eig=compute_srank_eig)
+    plain_dots = regularizers.DR3Config(features="state")
+    metrics["Features/dot_next_backup"] = regularizers.dr3_penalty(
+        online.representation, phi_next, config=plain_dots)
+    phi_next_data = agent.apply(params, batch.next_state,
+                                actions=batch.next_action).representation
+    metrics["Features/dot_next_data"] = regularizers.dr3_penalty(
+        online.representation, phi_next_data, config=plain_dots)
+    metrics["Value/QMax"] = jnp.mean(agent.apply(params, batch.state).q_values)
+    _value_and_plasticity(metrics, online.q_values[:, 0], batch,
+                          agent.hidden_activations(params, batch.state, batch.action),
+                          params, initial_params, srank_delta, layer_ranks)
+    return metrics
+
+  return diagnose
+
+
+def _value_and_plasticity(metrics: dict, q_data: jax.Array, batch, activations: dict,
+                          params, initial_params, srank_delta: float,
+                          layer_ranks: bool) -> None:
+  """Adds Q(s, a_data) (against the data's Monte-Carlo return where it has one) and
+  the per-layer and parameter diagnostics to `metrics`."""
+  metrics["Value/QData"] = jnp.mean(q_data)
+  if batch.return_to_go is not None:
+    # Over/under-estimation against the discounted return the data actually got.
+    metrics["Value/MCReturn"] = jnp.mean(batch.return_to_go)
+    metrics["Value/QMinusMCReturn"] = jnp.mean(q_data - batch.return_to_go)
+  metrics.update(diagnostics.layer_dormant_fractions(activations))
+  metrics.update(diagnostics.layer_diagnostics(activations, srank_delta, layer_ranks))
+  metrics.update(diagnostics.parameter_diagnostics(params, initial_params))
 
 
 def _hidden_activations(agent, params, states) -> dict[str, jax.Array]:

@@ -85,12 +85,12 @@ def evaluate_run(run_dir: str, gin_files: Sequence[str] = (), bindings: Sequence
     return iteration, {}
 
   agent = common.build_agent(settings["agent_fn"], "FixedReplayRunner.agent_fn",
-                             num_actions=probe.num_actions)
+                             probe, env_name)
   state_spec = agent_common.state_spec(tuple(spec.shape) + (probe.stack_size,), spec.dtype)
   key = jax.random.PRNGKey(seed)
   template = common.init_agent_state(agent, jax.random.fold_in(key, 0), state_spec, run_dir)
   params = checkpointing.restore(checkpoint_dir, iteration, template).params
-  evaluator = common.Evaluator(env_name, agent.act, seed=seed, key=key,
+  evaluator = common.Evaluator(env_name, agent.evaluation_act, seed=seed, key=key,
                                num_envs=settings["num_eval_envs"], steps=steps,
                                epsilon=settings["eval_epsilon"])
   finished = common.is_finished(checkpoint_dir, settings["num_iterations"])

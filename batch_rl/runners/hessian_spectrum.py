@@ -166,7 +166,7 @@ def hessian_run(run_dir: str, iterations: Optional[Sequence[int]] = None,
   probe = factory.create_environment(env_name, seed=seed)
   spec = factory.observation_spec_of(probe)
   agent = common.build_agent(settings["agent_fn"], "FixedReplayRunner.agent_fn",
-                             num_actions=probe.num_actions)
+                             probe, env_name)
   state_spec = agent_common.state_spec(tuple(spec.shape) + (probe.stack_size,), spec.dtype)
   key = jax.random.PRNGKey(seed)
   # The state's structure only (traced, not run): restoring a checkpoint fills it in.

@@ -57,7 +57,8 @@ class FixedReplayRunner:
     game: game name as in the dataset and the environment ("Pong"; "breakout" for
       MinAtar).
     domain: environment family, "atari" or "minatar".
-    agent_fn: agent constructor taking `num_actions` (gin: `@DQNAgent`).
+    agent_fn: agent constructor taking `num_actions` (gin: `@DQNAgent`), or for an
+      environment with continuous actions `action_spec` (`@CQLSACAgent`).
     replay_fn: loads the offline data (gin: `@load_fixed_replay`).
     num_iterations: training iterations (200 in the IUP paper's offline Atari runs).
     training_steps: gradient steps per iteration (62,500 = 250K env steps / 4).
@@ -139,7 +140,7 @@ class FixedReplayRunner:
 
     probe_env = factory.create_environment(self.env_name, seed=seed)
     self.agent = common.build_agent(agent_fn, "FixedReplayRunner.agent_fn",
-                                    num_actions=probe_env.num_actions)
+                                    probe_env, self.env_name)
     data_seed = seed if data_seed is None else data_seed
     stream = {} if stream_window_transitions is None else {"stream": True}
     self.replay = replay_fn(game=game, seed=data_seed, stack_size=probe_env.stack_size,
@@ -179,8 +180,8 @@ class FixedReplayRunner:
                  gamma=self.agent.gamma)
     sample = common.make_sampler(sampler.sample_transitions, self.agent.batch_size, **shape)
     step = learner.make_train_step(self.agent.loss, self.seeds.optimizer(self.agent.optimizer),
-                                   sample,
-                                   self.agent.target_update_period)
+                                   sample, self.agent.target_update_period,
+                                   target_update_tau=self.agent.target_update_tau)
     donate = backend != "cpu"  # XLA:CPU cannot donate buffers; it would only warn.
     num_calls, remainder = divmod(training_steps, self.fused_steps)
     vmap = self.seeds.vmap
@@ -208,9 +209,10 @@ class FixedReplayRunner:
       self._gram = jax.jit(vmap(gram, (0, None)))
     self._last_metrics: list[dict[str, float]] = [{}] * len(self.seeds)  # last logged
     self._stop = stop_signal.GracefulStop()
-    self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=self.seeds.seeds,
-                                      key=self._keys, num_envs=num_eval_envs,
-                                      steps=evaluation_steps, epsilon=eval_epsilon)
+    self._evaluate = common.Evaluator(self.env_name, self.agent.evaluation_act,
+                                      seed=self.seeds.seeds, key=self._keys,
+                                      num_envs=num_eval_envs, steps=evaluation_steps,
+                                      epsilon=eval_epsilon)
     self._perturbed = perturbed_evaluation
     if perturbed_evaluation is not None:
       perturbed_evaluation.check(self.replay.frame_shape, evaluation_steps,

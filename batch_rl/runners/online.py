@@ -143,7 +143,8 @@ class OnlineRunner:
   Args:
     base_dir: this run's directory.
     game, domain: as FixedReplayRunner ("Pong"/"atari", "breakout"/"minatar").
-    agent_fn: agent constructor taking `num_actions` (gin: `@DQNAgent`).
+    agent_fn: agent constructor taking `num_actions` (gin: `@DQNAgent`), or for an
+      environment with continuous actions `action_spec` (`@SACAgent`).
     num_iterations: iterations (200 in Dopamine).
     training_steps: environment steps per iteration (250,000).
     evaluation_steps: agent steps of each evaluation phase (125,000; 0 = none).
@@ -221,7 +222,7 @@ class OnlineRunner:
     self.envs = [factory.create_environment(self.env_name, seed=common.seed_int(k, 4))
                  for k in self.seeds.seeds]
     self.agent = common.build_agent(agent_fn, "OnlineRunner.agent_fn",
-                                    num_actions=self.env.num_actions)
+                                    self.env, self.env_name)
     stack, n, gamma = self.env.stack_size, self.agent.update_horizon, self.agent.gamma
     needed = max(self.agent.batch_size, stack + n + 1)
     if replay_capacity < needed:
@@ -291,9 +292,9 @@ class OnlineRunner:
                                         diagnostics_batch_size, **shape), srank_delta,
         lambda fn, in_axes: self.seeds.vmap(fn, 0))
     self._act = jax.jit(self.agent.act)
-    self._evaluate = common.Evaluator(self.env_name, self.agent.act, seed=self.seeds.seeds,
-                                      key=self._keys, num_envs=num_eval_envs,
-                                      steps=evaluation_steps, epsilon=eval_epsilon)
+    self._evaluate = common.Evaluator(self.env_name, self.agent.evaluation_act,
+                                      seed=self.seeds.seeds, key=self._keys,
+                                      num_envs=num_eval_envs, steps=evaluation_steps, epsilon=eval_epsilon)
 
   @property
   def env(self):
@@ -320,7 +321,8 @@ class OnlineRunner:
           self.agent.loss, self.agent.optimizer,
           common.make_sampler(prioritized_buffer.sample_transitions, self.agent.batch_size,
                               **shape),
-          target_period, update_priorities=prioritized_buffer.update_priorities)
+          target_period, update_priorities=prioritized_buffer.update_priorities,
+          target_update_tau=self.agent.target_update_tau)
     else:
       self._create_buffer = functools.partial(circular_buffer.create, capacity,
                                               frame_shape, **dtypes)
@@ -328,13 +330,14 @@ class OnlineRunner:
       self._uniform_view = lambda buffer: buffer
       sample = common.make_sampler(circular_buffer.sample_transitions, self.agent.batch_size,
                                    **shape)
-      self._train_step = learner.make_train_step(self.agent.loss, self.agent.optimizer,
-                                                 sample, target_period)
+      self._train_step = learner.make_train_step(
+          self.agent.loss, self.agent.optimizer, sample, target_period,
+          target_update_tau=self.agent.target_update_tau)
       # Forked tandem freezes the active agent at the fork (Ostrovski et al. 2021): it
       # keeps acting with its fixed policy while the passive copy learns.
       self._tandem_train_step = learner.make_tandem_train_step(
           self.agent.loss, self.agent.optimizer, sample, target_period,
-          train_active=self.tandem != "forked")
+          train_active=self.tandem != "forked", target_update_tau=self.agent.target_update_tau)
 
   def _create_buffers(self):
     """An empty replay buffer per seed, stacked (the buffer itself for a solo run)."""
@@ -391,10 +394,13 @@ class OnlineRunner:
     seed, with the seeds' next frames, stacks s_{t+1} and episode returns and lengths
     advanced in `carry` (at an episode's end the environment is reset: the next frame
     is the new episode's first)."""
-    actions = np.asarray(action).reshape(-1)  # the seeds' actions in one host read
+    # The seeds' actions in one host read: ints, or vectors of a continuous box.
+    shape = tuple(self._action_spec.shape)
+    actions = np.asarray(action).reshape((len(self.envs),) + shape)
     rewards, ends = [], []
     for k, env in enumerate(self.envs):
-      next_frame, reward, terminal, truncated = env.step(int(actions[k]))
+      next_frame, reward, terminal, truncated = env.step(
+          actions[k] if shape else int(actions[k]))
       carry["episode_return"][k] += reward
       carry["episode_length"][k] += 1
       episode_end = terminal or truncated
