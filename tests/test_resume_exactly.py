@@ -175,3 +175,23 @@ def test_a_sigterm_during_start_up_exits_3_with_nothing_written(tmp_path):
   # Stopped at once, or (had an import swallowed the exception) at the first safe point.
   assert "before training started" in output or "Stopped on SIGTERM in iteration 1" in output
   assert not checkpointing.list_iterations(str(base / "checkpoints"))
+
+
+def sac_bindings(**overrides):
+  settings = dict(training_steps=60, num_iterations=2, evaluation_steps=1, num_eval_envs=2,
+                  min_replay_history=20, replay_capacity=200, diagnostics_batch_size=32,
+                  seed=1)
+  settings.update(overrides)
+  return [f"OnlineRunner.{k} = {v!r}" for k, v in settings.items()] + [
+      "SACAgent.batch_size = 16", "TwinCriticNetwork.hidden_sizes = (32, 32)",
+      "GaussianPolicyNetwork.hidden_sizes = (32,)",
+      "MujocoEnvironment.max_episode_steps = 25"]
+
+
+def test_online_sac_on_mujoco_resumes_exactly(tmp_path):
+  # Mid-iteration 1 (the MuJoCo state, the policy, critics, temperature and Polyak
+  # target are checkpointed); then inside iteration 2's evaluation.
+  gin_file, bindings = "mujoco/sac.gin", sac_bindings()
+  make(tmp_path / "reference", gin_file, bindings).run()
+  run_with_stops(tmp_path / "stopped", gin_file, bindings, [37, 70])
+  assert_same_run(tmp_path / "stopped", tmp_path / "reference")

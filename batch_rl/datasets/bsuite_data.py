@@ -16,28 +16,18 @@ noise_level + (1 - noise_level) * 0.01`.
 
 Generated once on first use into the cache directory (as the quickstart data), by a
 separate process so that the offline run's gin bindings (its network, its learning
-rate) cannot reach the behaviour agent; deterministic by seed, and atomic: the run
-writes into a temporary folder that is renamed into place when complete.
+rate) cannot reach the behaviour agent; deterministic by seed, and atomic
+(behaviour_logging.py).
 """
-import collections
-import fcntl
-import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from typing import Optional
 
 import gin
 
 from batch_rl import validation
-from batch_rl.datasets import dqn_replay_format as fmt
+from batch_rl.datasets import behaviour_logging
 from batch_rl.datasets.quickstart import default_cache_dir
 from batch_rl.environments.bsuite_env import check_game
-
-log = logging.getLogger("batch_rl")
 
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # RL Unplugged's
 _FINAL_EPSILON = 0.01
@@ -124,76 +114,13 @@ def bsuite_dataset(game: str = "catch", noise_level: float = 0.0, seed: int = 0,
   check_arguments(game, noise_level, num_steps)
   root = os.path.join(cache_dir or default_cache_dir(), "bsuite",
                       f"{game}-noise{float(noise_level):g}-s{int(seed)}-n{int(num_steps)}")
-  replay_dir = os.path.join(root, "replay_logs")
-  if os.path.isdir(replay_dir):
-    return replay_dir
-  os.makedirs(os.path.dirname(root), exist_ok=True)
-  # One process logs a dataset; another that asks for it meanwhile (runs of a study
-  # launched together) waits for it instead of logging it a second time.
-  with open(root + ".lock", "a") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not os.path.isdir(replay_dir):
-      _log_into_place(root, game, noise_level, seed, num_steps)
-  return replay_dir
-
-
-def _log_into_place(root: str, game: str, noise_level: float, seed: int,
-                    num_steps: int) -> None:
-  """Logs the dataset into a temporary folder renamed to `root` when complete."""
-  tmp_root = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(root))
-  try:
-    _log_behaviour_run(os.path.join(tmp_root, "run"), game, noise_level, seed, num_steps)
-    os.makedirs(os.path.join(tmp_root, "final"))
-    shutil.move(os.path.join(tmp_root, "run", "replay_logs"),
-                os.path.join(tmp_root, "final", "replay_logs"))
-    # What made the data, kept beside it.
-    shutil.copy(os.path.join(tmp_root, "run", "config.gin"),
-                os.path.join(tmp_root, "final", "config.gin"))
-    os.rename(os.path.join(tmp_root, "final"), root)
-  finally:
-    shutil.rmtree(tmp_root, ignore_errors=True)
+  return behaviour_logging.cached_dataset(
+      root, lambda run_dir: _log_behaviour_run(run_dir, game, noise_level, seed, num_steps))
 
 
 def _log_behaviour_run(base_dir: str, game: str, noise_level: float, seed: int,
                        num_steps: int) -> None:
-  log.info("Logging the bsuite dataset %s (noise %g, seed %d, %d steps) with an online "
-           "DQN ...", game, noise_level, seed, num_steps)
-  start = time.perf_counter()
-  command = [sys.executable, "-m", "batch_rl.runners.behaviour_data", base_dir,
-             *behaviour_bindings(game, noise_level, seed, num_steps)]
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-       os.environ.get("PYTHONPATH", "")]))
-  # The behaviour run's progress lines (iteration, steps/s, ETA) pass through to the log;
-  # the last ones are kept for the message if it fails.
-  tail = collections.deque(maxlen=40)
-  with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True) as process:
-    for line in process.stdout:
-      tail.append(line)
-      if "env steps/s" in line or "error" in line.lower():
-        log.info("behaviour run: %s", line.rstrip())
-  if process.returncode != 0:
-    raise RuntimeError(f"The behaviour run that logs the bsuite dataset {game} failed "
-                       f"(exit {process.returncode}):\n{''.join(tail)}")
-  replay_dir = os.path.join(base_dir, "replay_logs")
-  last = _ITERATIONS - 1
-  if fmt.list_suffixes(replay_dir) != list(range(_ITERATIONS)):
-    raise RuntimeError(f"The behaviour run wrote checkpoints {fmt.list_suffixes(replay_dir)} "
-                       f"in {replay_dir}; expected 0 ... {last}.")
-  # Earlier checkpoints are prefixes of the last one's buffer: only the last is kept,
-  # as checkpoint 0.
-  files = {}  # name -> suffix
-  for name in os.listdir(replay_dir):
-    _, dot, rest = name.partition("_ckpt.")
-    if dot and rest.split(".")[0].isdigit():
-      files[name] = int(rest.split(".")[0])
-  for name, suffix in files.items():
-    if suffix != last:
-      os.remove(os.path.join(replay_dir, name))
-  for name, suffix in files.items():
-    if suffix == last:
-      stem, _, rest = name.partition("_ckpt.")
-      os.rename(os.path.join(replay_dir, name),
-                os.path.join(replay_dir, f"{stem}_ckpt.0{rest[len(str(last)):]}"))
-  log.info("Logged the bsuite dataset %s in %.0f s.", game, time.perf_counter() - start)
+  behaviour_logging.log_behaviour_run(
+      base_dir, behaviour_bindings(game, noise_level, seed, num_steps),
+      f"the bsuite dataset {game} (noise {noise_level:g}, seed {seed}, {num_steps} steps)",
+      _ITERATIONS)

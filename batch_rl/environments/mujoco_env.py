@@ -28,8 +28,7 @@ import numpy as np
 from batch_rl.environments import specs
 
 GAMES = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5")
-# Actions may leave the box by this much (float rounding of a squashed policy).
-BOUNDS_TOLERANCE = 1e-5
+BOUNDS_TOLERANCE = specs.BOX_TOLERANCE
 
 
 @gin.configurable

@@ -99,6 +99,26 @@ class BoxActionSpec:
 ActionSpec = Union[DiscreteActionSpec, BoxActionSpec]
 
 
+# How far an action may leave its box and still count as inside (float rounding of a
+# squashed policy's output mapped onto the box).
+BOX_TOLERANCE = 1e-5
+
+
+def out_of_box(actions: np.ndarray, spec: BoxActionSpec, tolerance: float = BOX_TOLERANCE
+               ) -> tuple[np.ndarray, float]:
+  """(bool [N]: action row i has an element outside [low - tolerance, high +
+  tolerance] or not finite, the largest distance of any element from the box) for
+  actions [N, *spec.shape]."""
+  actions = np.asarray(actions, np.float64).reshape((-1,) + tuple(spec.shape))
+  low, high = spec.low_array.astype(np.float64), spec.high_array.astype(np.float64)
+  excess = np.maximum(low - actions, actions - high)
+  excess = np.where(np.isfinite(actions), excess, np.inf)
+  axes = tuple(range(1, actions.ndim))
+  row_excess = excess.max(axis=axes) if axes else excess
+  largest = float(max(row_excess.max(initial=0.0), 0.0))
+  return row_excess > tolerance, largest
+
+
 def state_shape(observation: ObservationSpec, stack_size: int) -> tuple[int, ...]:
   """Shape of one agent state: the observation's shape plus a trailing stack axis."""
   return observation.shape + (int(stack_size),)

@@ -1,5 +1,5 @@
 """One online run from gin bindings alone, in its own process: the behaviour runs that
-log datasets (datasets/bsuite_data.py).
+log datasets (datasets/behaviour_logging.py: the bsuite and MuJoCo datasets).
 
   python -m batch_rl.runners.behaviour_data BASE_DIR BINDING [BINDING ...]
 

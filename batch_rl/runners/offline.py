@@ -27,6 +27,7 @@ from batch_rl.datasets import fixed_replay
 from batch_rl.datasets import streaming
 from batch_rl.environments import evaluation
 from batch_rl.environments import factory
+from batch_rl.environments import specs
 from batch_rl.replay import sampler
 from batch_rl.runners import common
 from batch_rl.runners import device_memory
@@ -46,6 +47,8 @@ GRAM_STATES = 64  # states of the Features/gram image
 # same update called plainly (benchmarks/throughput.py prints both), so CPU calls one
 # unscanned step per call; accelerators fuse K steps.
 DEFAULT_FUSED_STEPS = {"cpu": 1, "gpu": 250, "tpu": 250}
+# What to do with dataset actions outside a continuous action box.
+OUT_OF_BOX_POLICIES = ("refuse", "clip")
 
 
 @gin.configurable(denylist=["base_dir"])
@@ -91,6 +94,9 @@ class FixedReplayRunner:
     gram_image_every: 0 (default), or every this many iterations (and at the last) an
       image `Features/gram` of the penultimate features' Gram matrix on 64 fixed states
       of the data (diagnostics.gram_image; the empirical study's Figure 37).
+    out_of_box_actions: continuous actions only: 'refuse' (default) stops with the
+      count when the data's actions leave the environment's action box; 'clip' clips
+      them onto it (and logs how many).
   """
 
   def __init__(self, base_dir: str, game: str = "Pong", domain: str = "atari",
@@ -104,9 +110,13 @@ class FixedReplayRunner:
                keep_checkpoints: int = 2, stream_window_transitions: Optional[int] = None,
                num_seeds: int = 1, learning_rates: Optional[Sequence[float]] = None,
                perturbed_evaluation: Optional[perturbed_lib.PerturbedEvaluation] = None,
-               gram_image_every: int = 0):
+               gram_image_every: int = 0, out_of_box_actions: str = "refuse"):
     common.check_base_dir(base_dir)
     validation.check_int_at_least("FixedReplayRunner.gram_image_every", gram_image_every, 0)
+    if out_of_box_actions not in OUT_OF_BOX_POLICIES:
+      raise ConfigError(f"`FixedReplayRunner.out_of_box_actions` must be one of "
+                        f"{OUT_OF_BOX_POLICIES}, got {out_of_box_actions!r}.")
+    self.out_of_box_actions = out_of_box_actions
     common.check_at_least_one("FixedReplayRunner", num_iterations=num_iterations,
                               training_steps=training_steps, num_eval_envs=num_eval_envs,
                               diagnostics_batch_size=diagnostics_batch_size,
@@ -239,6 +249,30 @@ class FixedReplayRunner:
           f"but environment {self.env_name!r} takes actions of shape "
           f"{tuple(action_spec.shape)}. Check `FixedReplayRunner.domain`/`game` against "
           "the data (`load_fixed_replay.replay_dir`).")
+    if isinstance(action_spec, specs.BoxActionSpec):
+      self._check_action_box(action_spec)
+
+  def _check_action_box(self, spec) -> None:
+    """Refuses (or, with out_of_box_actions = 'clip', clips) dataset actions of the
+    sampled transitions that lie outside the environment's action box."""
+    arrays = self.replay.arrays
+    flat = arrays.action.reshape((-1,) + tuple(spec.shape))
+    valid = np.asarray(arrays.valid)
+    outside, largest = specs.out_of_box(flat[valid], spec)
+    count = int(outside.sum())
+    if not count:
+      return
+    what = (f"{count} of the {len(valid)} transitions in {self.replay.replay_dir} have "
+            f"actions outside {self.env_name}'s action box [{min(spec.low)}, "
+            f"{max(spec.high)}] (the farthest by {largest:.3g})")
+    if self.out_of_box_actions == "refuse":
+      raise ConfigError(f"{what}. Bind `FixedReplayRunner.out_of_box_actions = 'clip'` to "
+                        "clip them onto the box, or check the data against "
+                        "`FixedReplayRunner.game` (`load_fixed_replay.replay_dir`).")
+    log.warning("%s; clipped onto the box (FixedReplayRunner.out_of_box_actions = 'clip').",
+                what)
+    clipped = np.clip(arrays.action, spec.low_array, spec.high_array)
+    self.replay = dataclasses.replace(self.replay, arrays=arrays._replace(action=clipped))
 
   # ---------------------------------------------------------------- phases
   def _calls(self) -> list:
