@@ -84,6 +84,19 @@ def check_bsuite_lab_throughput(output: str) -> None:
   assert rows[0][5] == "1.00x"
 
 
+def check_sac_throughput(output: str) -> None:
+  rows = table(output, "| update |")
+  assert [r[0] for r in rows] == ["SAC, K = 1", "SAC, K = 10 fused", "CQL-SAC, K = 1"]
+  for _, rate, ratio in rows:
+    positive(rate)
+    positive(ratio)
+  assert rows[0][2] == "1.00x"
+  rows = table(output, "| online loop |")
+  assert [r[0] for r in rows] == ["online SAC, n = 1", "online SAC, n = 16"]
+  for _, rate, ratio in rows:
+    assert figure(ratio) == pytest.approx(positive(rate) / (1000 / 5.57), rel=0.02)
+
+
 def check_checkpoint_cost(output: str) -> None:
   rows = table(output, "| runner | in the checkpoint |")
   for runner in ("offline MinAtar", "offline Atari", "online MinAtar", "online Atari"):
@@ -281,6 +294,7 @@ def check_vs_dopamine(output: str) -> None:
 CHECKS = {
     "bsuite_lab_throughput.py": check_bsuite_lab_throughput,
     "checkpoint_cost.py": check_checkpoint_cost,
+    "sac_throughput.py": check_sac_throughput,
     "dataset_loading.py": check_dataset_loading,
     "diagnostics_cost.py": check_diagnostics_cost,
     "memory.py": check_memory,
