@@ -257,3 +257,28 @@ def test_an_online_run_that_diverges_stops_before_writing_the_iteration(tmp_path
   with pytest.raises(common.DivergenceError, match="Training diverged in iteration 1 of 2"):
     runner.run()
   assert not glob.glob(str(base / "checkpoints" / "*"))
+
+
+def test_an_agent_of_the_wrong_action_kind_is_refused_before_anything_is_written(
+    tmp_path, replay_dir):
+  # A discrete-action DQN on a MuJoCo task ...
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), f"--base_dir={tmp_path / 'dqn'}",
+       "--gin_files=gin_configs/online/cartpole_dqn.gin",
+       "--gin_bindings=import batch_rl.environments.mujoco_env",
+       "--gin_bindings=OnlineRunner.domain = 'mujoco'",
+       "--gin_bindings=OnlineRunner.game = 'Hopper-v5'"],
+      capture_output=True, text=True, cwd=REPO, timeout=helpers.SUBPROCESS_TIMEOUT,
+      check=False)
+  assert result.returncode == 2
+  error = error_of(result)
+  assert "`OnlineRunner.agent_fn` = DQNAgent is an agent for discrete actions" in error
+  assert "mujoco:Hopper-v5 has continuous actions" in error
+  assert not (tmp_path / "dqn").exists()
+  # ... and SAC on MinAtar's discrete actions.
+  result = train(str(tmp_path / "sac"), small(replay_dir, "import batch_rl.agents.sac",
+                                              "FixedReplayRunner.agent_fn = @SACAgent"))
+  assert result.returncode == 2
+  assert ("`FixedReplayRunner.agent_fn` = SACAgent is an agent for continuous actions, "
+          "but minatar:breakout has 3 discrete actions") in error_of(result)
+  assert not (tmp_path / "sac").exists()
