@@ -137,3 +137,24 @@ def test_mujoco_dataset_arguments_and_bindings():
   assert "OnlineRunner.min_replay_history = 5000" in bindings
   config_lib.parse_gin([], bindings)  # the behaviour run's bindings are valid gin
   assert gin.query_parameter("OnlineRunner.game") == "Walker2d-v5"
+
+
+def test_vmapped_sac_seeds_log_what_their_solo_runs_log(tmp_path):
+  base = ["OnlineRunner.training_steps = 60", "OnlineRunner.num_iterations = 1",
+          "OnlineRunner.evaluation_steps = 1", "OnlineRunner.num_eval_envs = 2",
+          "OnlineRunner.min_replay_history = 30", "OnlineRunner.replay_capacity = 100",
+          "OnlineRunner.diagnostics_batch_size = 32", "SACAgent.batch_size = 16"
+          ] + SMALL_NETWORKS
+  make(tmp_path / "vmapped", ["mujoco/sac.gin"],
+       base + ["OnlineRunner.seed = 0", "OnlineRunner.num_seeds = 2"]).run()
+  make(tmp_path / "solo", ["mujoco/sac.gin"], base + ["OnlineRunner.seed = 1"]).run()
+  got = summary_writer.read_scalars(str(tmp_path / "vmapped" / "seed_1"))
+  want = summary_writer.read_scalars(str(tmp_path / "solo"))
+  timing = lambda tag: tag == "Train/StepsPerSecond" or tag.startswith("Time/")
+  assert sorted(t for t in got if not timing(t)) == sorted(t for t in want if not timing(t))
+  for tag in want:
+    if not timing(tag):
+      np.testing.assert_allclose(got[tag][0], want[tag][0], rtol=2e-4, atol=1e-5,
+                                 err_msg=tag)
+  other = summary_writer.read_scalars(str(tmp_path / "vmapped" / "seed_0"))
+  assert other["Train/ActorLoss"][0] != got["Train/ActorLoss"][0]
