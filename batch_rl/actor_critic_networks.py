@@ -94,7 +94,7 @@ def first_critic_activations(critic: nn.Module, variables, states: jax.Array,
   return dict(recorded.get(networks._HIDDEN, {}))  # pylint: disable=protected-access
 
 
-@gin.configurable
+@gin.configurable(denylist=["action_size"])  # the agent passes the task's |A|
 class GaussianPolicyNetwork(nn.Module):
   """pi(.|s) = tanh(N(mean(s), exp(log_std(s))^2)): MLP -> (mean, log_std) [B, |A|],
   log_std clamped to SAC's [-20, 2].

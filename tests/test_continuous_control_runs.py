@@ -158,3 +158,9 @@ def test_vmapped_sac_seeds_log_what_their_solo_runs_log(tmp_path):
                                  err_msg=tag)
   other = summary_writer.read_scalars(str(tmp_path / "vmapped" / "seed_0"))
   assert other["Train/ActorLoss"][0] != got["Train/ActorLoss"][0]
+
+
+def test_the_policy_action_size_is_the_tasks_not_a_binding():
+  with pytest.raises(Exception, match="denylisted kwarg 'action_size'"):
+    config_lib.parse_gin([os.path.join(REPO, "gin_configs", "mujoco", "sac.gin")],
+                         ["GaussianPolicyNetwork.action_size = 4"])
