@@ -5,7 +5,8 @@ r"""The empirical study's learning-rate claim at MinAtar scale (Gulcehre et al. 
 
 Runs: studies/lr_sweep.toml (offline DQN on 10% of the quickstart's MinAtar Breakout
 data, twelve learning rates a quarter-decade apart from 1e-5 to 5.62e-3, 3 seeds, 100K
-gradient steps), launched into --study_dir through the study launcher (resumable).
+gradient steps), launched into --study_dir through the study launcher (resumable;
+finished runs are kept in results/lr_sweep, restored before and archived after).
 
 Claim: higher learning rates give more dead units and lower rank ("Increasing the
 learning rate increases the number of dead units", Figures 11-12, and the effective
@@ -58,6 +59,9 @@ def parse_args(argv):
   parser.add_argument("--executor", choices=("local", "slurm", "ray"), default="local")
   parser.add_argument("--max_parallel", type=int, default=1)
   parser.add_argument("--no_launch", action="store_true")
+  parser.add_argument("--results", default=os.path.join(REPO, "results"),
+                      help="the archive of finished runs (<results>/lr_sweep), restored "
+                      "before the launch and refreshed after it ('' for none)")
   parser.add_argument("--doc", default=os.path.join(REPO, "docs", "lr_sweep"))
   return parser.parse_args(argv)
 
@@ -152,8 +156,8 @@ def main(argv):
   args = parse_args(argv)
   if not args.no_launch:
     from batch_rl.study import launch as study_launch  # pylint: disable=g-import-not-at-top
-    study_launch.launch(STUDY, args.study_dir, args.executor,
-                        **study_launch.script_options(args.executor, args.max_parallel))
+    study_launch.launch_in_order([("lr_sweep", STUDY, args.study_dir)], args.executor,
+                                 args.max_parallel, archive_dir=args.results or None)
   iterations = num_iterations()
   table, unfinished = finals(args.study_dir, iterations)
   if table is None:

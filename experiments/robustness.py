@@ -39,9 +39,11 @@ sys.path.insert(0, REPO)
 
 from batch_rl.validation import ConfigError  # pylint: disable=g-import-not-at-top
 
-DEFAULT_DQN = [os.path.join("runs", "offline_claims", "main", "dqn_10", f"seed_{s}")
+# The committed archive of the offline claims (experiments/offline_claims.py), which
+# keeps these runs' final checkpoints.
+DEFAULT_DQN = [os.path.join("results", "offline_claims", "main", "dqn_10", f"seed_{s}")
                for s in range(3)]
-DEFAULT_BC = [os.path.join("runs", "offline_claims", "3seeds", "bc_10", f"seed_{s}")
+DEFAULT_BC = [os.path.join("results", "offline_claims", "3seeds", "bc_10", f"seed_{s}")
               for s in range(3)]
 CLAIM = "DQN is more robust to these perturbations than BC, although BC's rank is higher"
 SRANK_TAG = "Rank/srank"
