@@ -132,3 +132,25 @@ def test_a_run_already_in_the_destination_is_never_overwritten(tmp_path):
   assert (dest / "seed_0" / "config.gin").read_text() == "another run"
   assert not (dest / "seed_0" / run_lib.STATUS_FILE).exists()
   assert "already holds another, unfinished run" in archive_lib.describe(result, str(dest))
+
+
+def test_a_run_of_several_seeds_leaves_every_seeds_checkpoints_behind(tmp_path):
+  """A run that trained its seeds in one program keeps them in seed_<k>/checkpoints;
+  online checkpoints have an .arrays.npz (the replay) beside each .msgpack."""
+  path, study, study_dir = _study_dir(tmp_path)
+  for run_name in ("seed_0", "seed_2"):
+    for k in (0, 1):
+      directory = study_dir / run_name / f"seed_{k}" / "checkpoints"
+      os.makedirs(directory)
+      (study_dir / run_name / f"seed_{k}" / "events.out.tfevents.2.host").write_bytes(b"e")
+      for i in (4, 5):
+        (directory / f"ckpt_{i:06d}.msgpack").write_bytes(b"m")
+        (directory / f"ckpt_{i:06d}.arrays.npz").write_bytes(b"a" * 1000)
+  dest = tmp_path / "archive"
+  archive_lib.archive(str(study_dir), str(dest), ["seed_2"])
+  for k in (0, 1):
+    assert (dest / "seed_0" / f"seed_{k}" / "events.out.tfevents.2.host").exists()
+    assert not (dest / "seed_0" / f"seed_{k}" / "checkpoints").exists()
+    assert sorted(os.listdir(dest / "seed_2" / f"seed_{k}" / "checkpoints")) == [
+        "ckpt_000005.arrays.npz", "ckpt_000005.msgpack"]
+  assert os.listdir(dest / "seed_2" / "checkpoints") == ["ckpt_000002.msgpack"]

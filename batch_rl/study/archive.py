@@ -3,9 +3,11 @@
     python -m batch_rl.study archive STUDY_DIR DEST [--checkpoints 'dqn_10/seed_[0-2]']
 
 Copies study.json and every run whose status is `done` into DEST, the same layout, with
-everything but checkpoints/ (events, config.gin, bindings.gin, study_run.json,
-study_status.json, logs/). For the runs whose names match a --checkpoints pattern
-(fnmatch, repeatable) the newest checkpoint is kept too, for what reads a trained
+everything but its checkpoints/ directories (its own and, for a run of several seeds
+in one program, each seed_<k>'s): events, config.gin, bindings.gin, study_run.json,
+study_status.json, logs/. For the runs whose names match a --checkpoints pattern
+(fnmatch, repeatable) the newest checkpoint (with its arrays file, where it has one) of
+each checkpoints/ directory is kept too, for what reads a trained
 network afterwards (a fitted Q evaluation of its policy, perturbed evaluation). DEST is
 a study directory: `status` reads it, the reports read it, and copying it back (this
 command with the two swapped) before a `launch` makes the launcher skip the runs it
@@ -41,14 +43,34 @@ class ArchiveResult:
   refused: list[str] = dataclasses.field(default_factory=list)  # DEST holds another run
 
 
-def _newest_checkpoint(run_dir: str) -> str | None:
-  directory = os.path.join(run_dir, "checkpoints")
+def _checkpoint_dirs(run_dir: str) -> list[str]:
+  """The run's checkpoints/ directories, relative to it: its own, and each seed's of a
+  run that trained several seeds in one program (seed_<k>/checkpoints)."""
+  found = []
+  for parent, names, _ in os.walk(run_dir):
+    if "checkpoints" in names:
+      found.append(os.path.relpath(os.path.join(parent, "checkpoints"), run_dir))
+      names.remove("checkpoints")
+  return sorted(found)
+
+
+def _newest_checkpoint(directory: str) -> list[str]:
+  """The files of the newest checkpoint in a checkpoints/ directory (its .msgpack and,
+  where there is one, the .arrays.npz beside it), or []."""
   try:
-    found = [(int(m.group(1)), n) for n in os.listdir(directory)
-             if (m := _CHECKPOINT.match(n))]
+    names = os.listdir(directory)
   except OSError:
-    return None
-  return os.path.join(directory, max(found)[1]) if found else None
+    return []
+  found = [(int(m.group(1)), n) for n in names if (m := _CHECKPOINT.match(n))]
+  if not found:
+    return []
+  newest = max(found)[1]
+  arrays = newest[:-len(".msgpack")] + ".arrays.npz"
+  return [os.path.join(directory, n) for n in (newest, arrays) if n in names]
+
+
+def _has_checkpoints(run_dir: str) -> bool:
+  return any(_newest_checkpoint(os.path.join(run_dir, d)) for d in _checkpoint_dirs(run_dir))
 
 
 def _is_done(run_dir: str) -> bool:
@@ -73,17 +95,19 @@ def _copy_run(source: str, target: str, keep_checkpoint: bool) -> bool:
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     shutil.copytree(source, tmp, ignore=lambda d, names: (
-        ["checkpoints"] if os.path.samefile(d, source) else []))
-    checkpoint = _newest_checkpoint(source) if keep_checkpoint else None
-    if checkpoint:
-      os.makedirs(os.path.join(tmp, "checkpoints"))
-      shutil.copy2(checkpoint, os.path.join(tmp, "checkpoints"))
+        ["checkpoints"] if "checkpoints" in names else []))
+    kept = False
+    for directory in _checkpoint_dirs(source) if keep_checkpoint else []:
+      for path in _newest_checkpoint(os.path.join(source, directory)):
+        os.makedirs(os.path.join(tmp, directory), exist_ok=True)
+        shutil.copy2(path, os.path.join(tmp, directory))
+        kept = True
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
   except OSError as e:
     shutil.rmtree(tmp, ignore_errors=True)
     raise OSError(f"Could not archive {source} into {target}: {e}") from e
-  return checkpoint is not None
+  return kept
 
 
 def archive(study_dir: str, dest: str, checkpoints: Sequence[str] = ()) -> ArchiveResult:
@@ -108,7 +132,7 @@ def archive(study_dir: str, dest: str, checkpoints: Sequence[str] = ()) -> Archi
       (result.kept if _is_done(target) else result.unfinished).append(name)
       continue
     keep = any(fnmatch.fnmatchcase(name, pattern) for pattern in checkpoints)
-    if _is_done(target) and not (keep and _newest_checkpoint(target) is None):
+    if _is_done(target) and not (keep and not _has_checkpoints(target)):
       result.kept.append(name)
       continue
     if _occupied(target) and not _is_done(target):
