@@ -68,8 +68,8 @@ def test_each_part_of_the_loss_moves_only_its_own_parameters():
     y = data.reward + data.discount * (jnp.minimum(tq1.q_values[:, 0], tq2.q_values[:, 0])
                                        - alpha * next_log_prob)
     q1, q2 = agent.critic.apply(critic_params, data.state, jnp.asarray(unit(data.action)))
-    return (0.5 * jnp.mean((q1.q_values[:, 0] - y) ** 2)
-            + 0.5 * jnp.mean((q2.q_values[:, 0] - y) ** 2))
+    return (jnp.mean((q1.q_values[:, 0] - y) ** 2)
+            + jnp.mean((q2.q_values[:, 0] - y) ** 2))
 
   def actor_part(actor_params):
     mean, log_std = agent.policy.apply(actor_params, data.state)

@@ -58,7 +58,8 @@ def numpy_sac(q1, q2, reward, discount, nq1, nq2, nlogp, alpha, logp, pq1, pq2,
               log_alpha, target_entropy):
   """SAC from Haarnoja et al. 2018b, eqs. 5, 7 and 18, as numpy."""
   target = reward + discount * (np.minimum(nq1, nq2) - alpha * nlogp)
-  critic = np.mean(0.5 * (q1 - target) ** 2) + np.mean(0.5 * (q2 - target) ** 2)
+  # Twice eq. 5's 1/2 E[(Q - y)^2] per critic: rlkit's MSELoss, which CQL's code uses.
+  critic = np.mean((q1 - target) ** 2) + np.mean((q2 - target) ** 2)
   actor = np.mean(alpha * logp - np.minimum(pq1, pq2))
   temperature = np.mean(-np.exp(log_alpha) * (logp + target_entropy))
   return target, critic, actor, temperature

@@ -65,8 +65,13 @@ def soft_td_target(reward: jax.Array, discount: jax.Array, next_q1: jax.Array,
 
 
 def critic_loss(q1: jax.Array, q2: jax.Array, target: jax.Array) -> jax.Array:
-  """Both critics' mean 0.5 (Q_i(s, a) - target)^2, summed over the two. Scalar."""
-  return jnp.mean(losses.mse_loss(q1 - target)) + jnp.mean(losses.mse_loss(q2 - target))
+  """Both critics' mean (Q_i(s, a) - target)^2, summed over the two. Scalar.
+
+  The squared error as the reference implementations compute it (rlkit's
+  `nn.MSELoss`, on which CQL's released code builds; jaxrl), twice the SAC paper's
+  J_Q = 1/2 E[(Q - y)^2]: CQL's min_q_weight is calibrated against this scale. Adam
+  makes SAC's own updates indifferent to the factor."""
+  return jnp.mean((q1 - target) ** 2) + jnp.mean((q2 - target) ** 2)
 
 
 def actor_loss(alpha: jax.Array, log_prob: jax.Array, q1: jax.Array,
