@@ -221,7 +221,8 @@ def report(all_runs, random_stats, out) -> str:
             "Every finished run: final values (mean of the last 2 iterations); QMax = Q(s, "
             "a) at the policy's mean action, beside Q at the data's actions and, offline, "
             "the data's discounted Monte-Carlo return on the same batch, to show whether "
-            "the values diverge; wall time of the whole run (all 3 seeds) on this machine.",
+            "the values diverge; wall time of the run's last attempt (all 3 seeds, one program) "
+            "on this machine, with other work beside it.",
             ""]
   lines += settings_table(all_runs, out)
   lines += ["", "![curves](continuous_control.png)", ""]
