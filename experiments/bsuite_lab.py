@@ -54,6 +54,7 @@ from scipy import stats  # pylint: disable=g-import-not-at-top
 from analysis import figures  # pylint: disable=g-import-not-at-top
 from analysis import phases as phases_lib  # pylint: disable=g-import-not-at-top
 from analysis import seed_statistics as ss  # pylint: disable=g-import-not-at-top
+from analysis import study_runs  # pylint: disable=g-import-not-at-top
 from batch_rl import checkpointing  # pylint: disable=g-import-not-at-top
 from batch_rl import hessian  # pylint: disable=g-import-not-at-top
 from batch_rl import summary_writer  # pylint: disable=g-import-not-at-top
@@ -160,10 +161,7 @@ def per_seed(runs, name, fn) -> np.ndarray:
   return np.array([fn(c) for c in runs[name]], np.float64)
 
 
-def claim_row(label, values, direction) -> dict:
-  mean, half = ss.mean_ci(values)
-  return {"claim": label, "values": values, "mean": mean, "half": half,
-          "verdict": ss.verdict(mean, half, direction)}
+claim_row = study_runs.claim_row
 
 
 def paired(runs, a, b, fn, label, direction):

@@ -18,8 +18,22 @@ import optax
 from batch_rl.agents import learner
 
 
+class _Hyperparameters(Protocol):
+  """The attributes both kinds of agent have (documented on `Agent`)."""
+
+  continuous_actions: bool
+  gamma: float
+  update_horizon: int
+  batch_size: int
+  target_update_period: int
+  target_update_tau: Optional[float]
+  optimizer: optax.GradientTransformation
+  regularizers: tuple
+  supports_prioritized_replay: bool
+
+
 @runtime_checkable
-class Agent(Protocol):
+class Agent(_Hyperparameters, Protocol):
   """A value-based agent: structure plus pure functions of (params, inputs).
 
   Attributes:
@@ -40,15 +54,6 @@ class Agent(Protocol):
   """
 
   num_actions: int
-  continuous_actions: bool
-  gamma: float
-  update_horizon: int
-  batch_size: int
-  target_update_period: int
-  target_update_tau: Optional[float]
-  optimizer: optax.GradientTransformation
-  regularizers: tuple
-  supports_prioritized_replay: bool
 
   def init(self, key: jax.Array, state_shape: tuple[int, ...]) -> learner.TrainState:
     """A fresh TrainState for agent states of `state_shape` (one state, no batch)."""
@@ -75,7 +80,7 @@ class Agent(Protocol):
 
 
 @runtime_checkable
-class ContinuousAgent(Protocol):
+class ContinuousAgent(_Hyperparameters, Protocol):
   """An actor-critic agent over a box of action vectors.
 
   Attributes:
@@ -86,15 +91,6 @@ class ContinuousAgent(Protocol):
   """
 
   action_spec: Any
-  continuous_actions: bool
-  gamma: float
-  update_horizon: int
-  batch_size: int
-  target_update_period: int
-  target_update_tau: Optional[float]
-  optimizer: optax.GradientTransformation
-  regularizers: tuple
-  supports_prioritized_replay: bool
 
   def init(self, key: jax.Array, state_shape: Any) -> learner.TrainState:
     """A fresh TrainState for agent states of `state_shape` (one state, no batch)."""
